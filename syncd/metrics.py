@@ -1,0 +1,123 @@
+"""The Prometheus metrics of CONTRACT §8, on a registry passed in.
+
+Every family exists from the start with a series for every configured entity, so a
+dashboard shows zeros instead of "no data" and `rate()` has a starting point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from syncd import __version__
+
+KINDS = ("incremental", "preload", "ingest")
+RUN_STATUSES = ("ok", "failed")
+
+# Sync runs take from milliseconds (nothing new) to hours (a large backfill chunk).
+RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.runs = Counter(
+            "syncd_sync_runs",
+            "Sync runs by outcome.",
+            ["entity", "kind", "status"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "syncd_sync_skipped",
+            "Runs skipped because another instance held the entity's lock.",
+            ["entity"],
+            registry=registry,
+        )
+        self.fetched = Counter(
+            "syncd_records_fetched",
+            "Records received from the source.",
+            ["entity"],
+            registry=registry,
+        )
+        self.written = Counter(
+            "syncd_records_written",
+            "Rows inserted or changed in PostgreSQL.",
+            ["entity"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "syncd_records_rejected",
+            "Records sent to sync_rejects.",
+            ["entity"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "syncd_sync_duration_seconds",
+            "Duration of sync runs.",
+            ["entity", "kind"],
+            buckets=RUN_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "syncd_source_requests",
+            "Requests to the source by HTTP status ('error': no answer).",
+            ["entity", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "syncd_source_request_duration_seconds",
+            "Duration of requests to the source.",
+            ["entity"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "syncd_watermark_timestamp_seconds",
+            "The entity's watermark as a Unix time.",
+            ["entity"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "When the entity's last run succeeded.",
+            ["entity"],
+            registry=registry,
+        )
+        self.preload_progress = Gauge(
+            "syncd_preload_progress_ratio",
+            "Share of the entity's preload chunks done (0 to 1).",
+            ["entity"],
+            registry=registry,
+        )
+        self.config_reload_ok = Gauge(
+            "syncd_config_last_reload_successful",
+            "1 if the last configuration load succeeded.",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "syncd_build_info",
+            "The running syncd's version; always 1.",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self.config_reload_ok.set(1)
+
+    def declare(self, entities: Iterable[str]) -> None:
+        """Create every per-entity series at zero."""
+        for entity in entities:
+            for kind in KINDS:
+                for status in RUN_STATUSES:
+                    self.runs.labels(entity=entity, kind=kind, status=status)
+                self.duration.labels(entity=entity, kind=kind)
+            for family in (self.skipped, self.fetched, self.written, self.rejected):
+                family.labels(entity=entity)
+            self.request_duration.labels(entity=entity)
+            self.watermark.labels(entity=entity)
+            self.last_success.labels(entity=entity)
+            self.preload_progress.labels(entity=entity)
+
+    def observe_request(self, entity: str, code: str, seconds: float) -> None:
+        self.requests.labels(entity=entity, code=code).inc()
+        self.request_duration.labels(entity=entity).observe(seconds)

@@ -1,0 +1,254 @@
+"""From a source record (decoded JSON) to a row of typed column values.
+
+A record that cannot be stored becomes a `Reject` with the reason, naming the
+field; the rest of its page is unaffected. Conventions (CONTRACT §9):
+
+* an absent field, or a dotted path through a null object, is NULL;
+* a missing or null primary-key field rejects the record;
+* timestamps are ISO 8601 (`T` or space, optional fraction, optional `Z`/±HH:MM);
+  without an offset they are in the source time zone; a `timestamp` column keeps
+  the value as written, a `timestamptz` column the instant;
+* a `date` column takes `YYYY-MM-DD`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg2.extras import Json
+
+from syncd.config import Entity
+
+Row = tuple[Any, ...]
+Converter = Callable[[Any], Any]
+
+INT4 = (-(2**31), 2**31 - 1)
+INT8 = (-(2**63), 2**63 - 1)
+
+
+class BadValue(ValueError):
+    """A value that does not fit its column; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    record: Any
+    reason: str
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"'{shown}'"
+    return repr(value)
+
+
+def _integer(bounds: tuple[int, int]) -> Converter:
+    low, high = bounds
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise BadValue(f"expected an integer, got {_describe(value)}")
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            number = int(value)
+        else:
+            raise BadValue(f"expected an integer, got {_describe(value)}")
+        if not low <= number <= high:
+            raise BadValue(f"{number} is out of range")
+        return number
+
+    return convert
+
+
+def _numeric(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise BadValue(f"expected a number, got {_describe(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadValue(f"expected a finite number, got {value}")
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise BadValue(f"expected a number, got {_describe(value)}") from None
+        if not number.is_finite():
+            raise BadValue(f"expected a finite number, got {_describe(value)}")
+        return number
+    raise BadValue(f"expected a number, got {_describe(value)}")
+
+
+def _double(value: Any) -> float:
+    if isinstance(value, bool):
+        raise BadValue(f"expected a number, got {_describe(value)}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise BadValue(f"expected a number, got {_describe(value)}") from None
+    raise BadValue(f"expected a number, got {_describe(value)}")
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadValue(f"expected a boolean, got {_describe(value)}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL
+            raise BadValue("text contains a NUL character")
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise BadValue(f"expected text, got {_describe(value)}")
+
+
+def _date(value: Any) -> date:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise BadValue(f"expected a date YYYY-MM-DD, got {_describe(value)}")
+
+
+def parse_record_time(value: Any) -> datetime:
+    """ISO 8601 with `T` or a space, optional fraction, optional `Z` or ±HH:MM."""
+    if isinstance(value, str) and len(value) >= 16 and value[10] in "T ":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise BadValue(f"expected an ISO 8601 timestamp, got {_describe(value)}")
+
+
+def _timestamptz(tz: ZoneInfo) -> Converter:
+    def convert(value: Any) -> datetime:
+        moment = parse_record_time(value)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+
+    return convert
+
+
+def _timestamp(value: Any) -> datetime:
+    # "As written": the wall-clock reading in the record, whatever offset it names.
+    return parse_record_time(value).replace(tzinfo=None)
+
+
+def _uuid(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    raise BadValue(f"expected a UUID, got {_describe(value)}")
+
+
+def _jsonb(value: Any) -> Json:
+    return Json(value)
+
+
+def converter_for(column_type: str, tz: ZoneInfo) -> Converter:
+    """The function that turns a JSON value into a value for a `column_type` column."""
+    converters: dict[str, Converter] = {
+        "text": _text,
+        "integer": _integer(INT4),
+        "bigint": _integer(INT8),
+        "numeric": _numeric,
+        "double precision": _double,
+        "boolean": _boolean,
+        "date": _date,
+        "timestamp": _timestamp,
+        "timestamptz": _timestamptz(tz),
+        "uuid": _uuid,
+        "jsonb": _jsonb,
+    }
+    return converters[column_type]
+
+
+_ABSENT = object()
+
+
+def _getter(path: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """Reads a dotted path; absent or through null is `_ABSENT`."""
+    if len(path) == 1:
+        key = path[0]
+        return lambda record: record.get(key, _ABSENT)
+
+    def get(record: dict[str, Any]) -> Any:
+        node: Any = record
+        for depth, step in enumerate(path):
+            if node is None:
+                return _ABSENT
+            if not isinstance(node, dict):
+                where = ".".join(path[:depth])
+                raise BadValue(f"{where} is {_describe(node)}, not an object")
+            node = node.get(step, _ABSENT)
+            if node is _ABSENT:
+                return _ABSENT
+        return node
+
+    return get
+
+
+class RowBuilder:
+    """Builds rows for one entity: `columns` order, then the raw record if kept."""
+
+    def __init__(self, entity: Entity) -> None:
+        tz = entity.source.timezone
+        self.keep_raw = entity.keep_raw
+        self.fields = [
+            (
+                ".".join(col.field),
+                _getter(col.field),
+                converter_for(col.type, tz),
+                col.name in entity.primary_key,
+            )
+            for col in entity.columns
+        ]
+
+    def build(self, record: Any) -> Row | Reject:
+        if not isinstance(record, dict):
+            return Reject(record, f"the record is {_describe(record)}, not an object")
+        values: list[Any] = []
+        for name, get, convert, is_key in self.fields:
+            try:
+                value = get(record)
+                if value is _ABSENT or value is None:
+                    if is_key:
+                        return Reject(record, f"primary key field {name} is missing or null")
+                    values.append(None)
+                else:
+                    values.append(convert(value))
+            except BadValue as bad:
+                return Reject(record, f"field {name}: {bad}")
+        if self.keep_raw:
+            values.append(Json(record))
+        return tuple(values)

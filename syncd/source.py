@@ -1,0 +1,188 @@
+"""The upstream source: one HTTP GET per page, with retries (CONTRACT §2).
+
+401/403 fail at once (the key is wrong; retrying only hammers the source). 429 waits
+`Retry-After`, capped at `max_backoff`. 5xx, 408, timeouts, connection errors and
+bodies that are not the expected JSON are retried with capped exponential backoff
+and jitter. `retries.attempts` counts every try, the first included. Other 4xx mean
+the request itself is wrong (a bad URL or parameter name) and fail at once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import urllib3
+
+from syncd.config import Entity, SourceConfig
+from syncd.errors import SourceAuthError, SourceError
+
+
+class RequestObserver(Protocol):
+    def __call__(self, entity: str, code: str, seconds: float) -> None: ...
+
+
+class _Retryable(Exception):
+    """One try failed in a way worth another try."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait  # seconds the source asked for (429), else None
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials or query, fit for a log line or an error."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date. None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())
+
+
+def extract_records(body: Any, records_path: tuple[str, ...]) -> list[Any]:
+    """The array of records in a decoded body, at `records_path`."""
+    node = body
+    for step in records_path:
+        if not isinstance(node, dict) or step not in node:
+            raise _Retryable(f"the body has no '{'.'.join(records_path)}'")
+        node = node[step]
+    if not isinstance(node, list):
+        where = ".".join(records_path) or "the body"
+        raise _Retryable(f"{where} is a JSON {type(node).__name__}, not an array")
+    return node
+
+
+class SourceClient:
+    """Fetches pages from every entity's source through one connection pool."""
+
+    def __init__(
+        self,
+        *,
+        pool: urllib3.PoolManager | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observe: RequestObserver | None = None,
+    ) -> None:
+        # Retries are ours (they need the policy above), so urllib3's are off.
+        self.pool = pool or urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
+        self.sleep = sleep
+        self.jitter = jitter
+        self.now = now
+        self.observe = observe
+
+    def fetch_page(
+        self, entity: Entity, from_text: str, to_text: str, offset: int, limit: int
+    ) -> list[Any]:
+        """One page of `entity`'s records in `[from_text, to_text)`, after retries."""
+        source = entity.source
+        params = {
+            source.params.from_: from_text,
+            source.params.to: to_text,
+            source.params.limit: str(limit),
+            source.params.offset: str(offset),
+        }
+        attempts = source.retries.attempts
+        last_reason = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._try_once(entity, params)
+            except _Retryable as failure:
+                last_reason = str(failure)
+                if attempt == attempts:
+                    break
+                self.sleep(self._delay(source, attempt, failure.wait))
+        raise SourceError(
+            f"{entity.name}: GET {public_url(entity.url)} failed after {attempts} "
+            f"{'try' if attempts == 1 else 'tries'}: {last_reason}"
+        )
+
+    def _delay(self, source: SourceConfig, attempt: int, asked: float | None) -> float:
+        cap = source.retries.max_backoff.total_seconds()
+        if asked is not None:
+            return min(asked, cap)
+        base: float = source.retries.backoff.total_seconds() * 2.0 ** (attempt - 1)
+        # "Equal jitter": at least half the backoff, so a retry storm cannot form,
+        # spread over the other half so many clients do not retry in step.
+        capped = min(base, cap)
+        return capped / 2 + self.jitter() * capped / 2
+
+    def _headers(self, source: SourceConfig) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
+        if source.api_key is not None:
+            headers[source.api_key_header] = source.api_key.reveal()
+        return headers
+
+    def _try_once(self, entity: Entity, params: dict[str, str]) -> list[Any]:
+        source = entity.source
+        seconds = source.timeout.total_seconds()
+        started = time.monotonic()
+        code = "error"
+        try:
+            response = self.pool.request(
+                "GET",
+                entity.url,
+                fields=params,
+                headers=self._headers(source),
+                timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
+                redirect=False,
+            )
+            code = str(response.status)
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {_short(exc)}") from None
+        finally:
+            if self.observe is not None:
+                self.observe(entity.name, code, time.monotonic() - started)
+        return self._read(entity, response)
+
+    def _read(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> list[Any]:
+        status = response.status
+        if status in (401, 403):
+            raise SourceAuthError(
+                f"{entity.name}: the source answered {status} for GET "
+                f"{public_url(entity.url)}: its API key is wrong or missing "
+                f"(header {entity.source.api_key_header}; see source.api_key_file)"
+            )
+        if status == 429:
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self.now)
+            raise _Retryable("429 Too Many Requests", wait=wait)
+        if status >= 500 or status == 408:
+            raise _Retryable(f"HTTP {status}")
+        if status != 200:
+            raise SourceError(
+                f"{entity.name}: the source answered {status} for GET "
+                f"{public_url(entity.url)}; check the entity's url and source.params"
+            )
+        try:
+            body = json.loads(response.data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Retryable(f"the body is not valid JSON ({_short(exc)})") from None
+        return extract_records(body, entity.source.records_path)
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one short line (urllib3 nests long reprs)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."

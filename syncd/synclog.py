@@ -1,0 +1,170 @@
+"""syncd's own tables: the run log (`sync_time`), watermarks (`sync_state`), rejects
+(`sync_rejects`), and the per-entity advisory lock.
+
+Functions that take a cursor work inside the caller's transaction (a watermark must
+commit together with its data); functions that take a connection commit themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from datetime import datetime
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.extras import Json, execute_values
+
+from syncd.db import Connection
+from syncd.records import Reject
+
+INTERRUPTED = "interrupted: the syncd process running this stopped before it finished"
+
+
+class SyncLog:
+    """SQL on syncd's tables in one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = sql.Identifier(schema)
+
+    def _sql(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(schema=self.schema)
+
+    # -- the per-entity lock ------------------------------------------------------
+
+    def try_lock(self, conn: Connection, entity: str) -> bool:
+        """Take `entity`'s session-level advisory lock if free. Held until `unlock` or
+        until the connection ends, so a killed process never leaves it behind."""
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_name(entity),)
+            )
+            row = cur.fetchone()
+        conn.commit()
+        return bool(row and row[0])
+
+    def unlock(self, conn: Connection, entity: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_name(entity),))
+        conn.commit()
+
+    # -- sync_time ----------------------------------------------------------------
+
+    def close_interrupted(self, conn: Connection, entity: str) -> int:
+        """Mark `running` rows of `entity` failed. Call only while holding its lock:
+        then no live process can be running them."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
+                    "error = %s WHERE entity = %s AND status = 'running' AND kind <> 'ingest'"
+                ),
+                (INTERRUPTED, entity),
+            )
+            count = cur.rowcount
+        conn.commit()
+        return count
+
+    def start_run(
+        self,
+        conn: Connection,
+        entity: str,
+        kind: str,
+        window_from: datetime | None,
+        window_to: datetime | None,
+    ) -> int:
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {schema}.sync_time "
+                    "(entity, kind, window_from, window_to, status, host, pid) "
+                    "VALUES (%s, %s, %s, %s, 'running', %s, %s) RETURNING id"
+                ),
+                (entity, kind, window_from, window_to, socket.gethostname(), os.getpid()),
+            )
+            row = cur.fetchone()
+        conn.commit()
+        assert row is not None
+        return int(row[0])
+
+    def add_counts(
+        self, cur: Cursor, run_id: int, fetched: int, written: int, rejected: int
+    ) -> None:
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET rows_fetched = rows_fetched + %s, "
+                "rows_written = rows_written + %s, rows_rejected = rows_rejected + %s "
+                "WHERE id = %s"
+            ),
+            (fetched, written, rejected, run_id),
+        )
+
+    def finish_run(self, conn: Connection, run_id: int, error: str | None) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
+                    "WHERE id = %s"
+                ),
+                ("failed" if error else "ok", error, run_id),
+            )
+        conn.commit()
+
+    # -- sync_state ---------------------------------------------------------------
+
+    def watermark(self, cur: Cursor, entity: str) -> datetime | None:
+        cur.execute(
+            self._sql("SELECT watermark FROM {schema}.sync_state WHERE entity = %s"), (entity,)
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, cur: Cursor, entity: str, watermark: datetime) -> None:
+        cur.execute(
+            self._sql(
+                "INSERT INTO {schema}.sync_state (entity, watermark, updated_at) "
+                "VALUES (%s, %s, now()) ON CONFLICT (entity) DO UPDATE "
+                "SET watermark = EXCLUDED.watermark, updated_at = now()"
+            ),
+            (entity, watermark),
+        )
+
+    def preload_end(self, cur: Cursor, entity: str) -> datetime | None:
+        cur.execute(
+            self._sql("SELECT preload_end FROM {schema}.sync_state WHERE entity = %s"), (entity,)
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def start_state(
+        self, cur: Cursor, entity: str, watermark: datetime, preload_end: datetime | None
+    ) -> None:
+        """The first state of an entity: where incremental sync starts (and, with
+        preload, the end `E` of the preload range, fixed once and never moved)."""
+        cur.execute(
+            self._sql(
+                "INSERT INTO {schema}.sync_state (entity, watermark, preload_end) "
+                "VALUES (%s, %s, %s) ON CONFLICT (entity) DO NOTHING"
+            ),
+            (entity, watermark, preload_end),
+        )
+
+    # -- sync_rejects -------------------------------------------------------------
+
+    def add_rejects(
+        self, cur: Cursor, entity: str, run_id: int | None, rejects: Iterable[Reject]
+    ) -> None:
+        rows = [(entity, run_id, Json(r.record), r.reason) for r in rejects]
+        if rows:
+            execute_values(
+                cur,
+                self._sql(
+                    "INSERT INTO {schema}.sync_rejects (entity, run_id, record, reason) VALUES %s"
+                ),
+                rows,
+            )
+
+
+def _lock_name(entity: str) -> str:
+    return f"syncd:entity:{entity}"
