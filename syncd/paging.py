@@ -14,8 +14,9 @@ How syncd pages, so that no shift loses a record:
   because the source's order is stable. Anchors are compared by their whole content,
   so a record that was updated (and so may have moved) never passes for its old self.
 * No anchor in the page means the records shifted down by `overlap` or more: the
-  pager steps back (one stride, then two, four, ... down to offset 0, which needs no
-  anchor) and looks again.
+  pager looks again further back (twice the overlap, then four times, ... down to
+  offset 0, which needs no anchor) with every record of the last page as an anchor,
+  and pages with a larger overlap from then on.
 * Re-reads are bounded per window; past the bound the window fails with
   `PagingError`, nothing is committed for it and the watermark stays where it was.
 
@@ -56,7 +57,7 @@ def _find_anchor(page: list[Any], anchors: dict[str, int]) -> int | None:
     the records after that one are exactly what has not been read yet."""
     best_rank = -1
     best_index: int | None = None
-    last_rank = len(anchors) - 1
+    last_rank = max(anchors.values())
     for index, record in enumerate(page):
         rank = anchors.get(identity(record))
         if rank is not None and rank > best_rank:
@@ -102,9 +103,10 @@ class WindowReader:
 
     def batches(self, should_stop: Callable[[], bool] = lambda: False) -> Iterator[list[Any]]:
         offset = 0
-        anchors: dict[str, int] = {}  # identity -> rank in the previous page's tail
-        stride = self.page_size - self.overlap
-        misses = 0  # consecutive pages without an anchor: how far to step back
+        previous: list[Any] = []  # the last accepted page ...
+        previous_end = 0  # ... and the offset just past it
+        anchors: dict[str, int] = {}  # identity -> rank, in `previous` order
+        misses = 0  # consecutive pages without an anchor
         while not should_stop():
             page = self.fetch(offset, self.page_size)
             self.requests += 1
@@ -114,11 +116,15 @@ class WindowReader:
                 if found is not None:
                     start = found + 1
                 elif offset > 0:
-                    # Shifted down by `overlap` or more since the last page: step
-                    # back, further each time, until an anchor (or offset 0) shows.
+                    # Shifted down by `overlap` or more since the last page. Look
+                    # again further back, with every record of the last page as an
+                    # anchor, and keep a larger overlap from now on: the window is
+                    # busier than the overlap allowed for.
                     self._reread(f"no overlap at offset {offset}")
-                    offset = max(0, offset - stride * (2**misses))
                     misses += 1
+                    self.overlap = max(self.overlap, min(2 * self.overlap, self.page_size // 2))
+                    offset = max(0, previous_end - self.overlap * 2**misses)
+                    anchors = _anchors(previous)
                     continue
                 # At offset 0 nothing can lie before the page: read it all again.
             misses = 0
@@ -132,6 +138,10 @@ class WindowReader:
                 # A full page with nothing after its anchor: the source is not moving
                 # forward (it may ignore `offset`). Bounded, or this would never end.
                 self._reread(f"a full page at offset {offset} brought no new record")
-            tail = page[-self.overlap :]
-            anchors = {identity(record): rank for rank, record in enumerate(tail)}
-            offset += len(page) - self.overlap
+            previous, previous_end = page, offset + len(page)
+            anchors = _anchors(page[-self.overlap :])
+            offset = previous_end - self.overlap
+
+
+def _anchors(records: list[Any]) -> dict[str, int]:
+    return {identity(record): rank for rank, record in enumerate(records)}

@@ -1,0 +1,184 @@
+"""The `syncd` command line (CONTRACT §5).
+
+Exit status: 0 success, 1 a sync run failed, 2 usage or configuration error.
+Errors reach stderr as one readable line each; a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import psycopg2
+from prometheus_client import CollectorRegistry
+
+from syncd import __version__, logs
+from syncd.config import Config
+from syncd.config_loader import default_config_path, load_config
+from syncd.db import connect, describe_db_error
+from syncd.engine import Engine, RunResult
+from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError
+from syncd.metrics import Metrics
+from syncd.schema import migrate
+from syncd.status import entity_status, format_table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keeps PostgreSQL tables in step with HTTP JSON APIs.",
+        epilog="Configuration: -c FILE, else $SYNCD_CONFIG, else /etc/syncd/syncd.yaml.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE", help="the YAML configuration file")
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sync = commands.add_parser(
+        "sync",
+        help="one incremental pass, then exit",
+        description="Run one incremental pass over the named entities (default: all), "
+        "up to scheduler.max_concurrent at once, print one line per entity and exit "
+        "0 if every run succeeded, 1 if one failed.",
+    )
+    sync.add_argument("entities", nargs="*", metavar="ENTITY")
+
+    status = commands.add_parser(
+        "status",
+        help="per entity: watermark, last run, rows, lag, last error",
+        description="Show each entity's watermark, lag, last run and last error.",
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON array")
+
+    commands.add_parser(
+        "check-config",
+        help="validate the configuration file",
+        description="Validate the configuration; print FILE:LINE: key.path: message for each "
+        "problem and exit 2, or exit 0 when it is valid.",
+    )
+    commands.add_parser(
+        "migrate",
+        help="create missing tables and columns",
+        description="Create syncd's tables and each entity's table, and add columns the "
+        "configuration gained. Never drops or converts data.",
+    )
+    demo = commands.add_parser(
+        "demo-source",
+        help="serve the built-in demo upstream (for trying syncd out and for tests)",
+        add_help=False,
+    )
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(debug=args.debug)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_status
+    except SyncdError as exc:
+        if args.debug:
+            raise
+        print(f"syncd: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except psycopg2.Error as exc:
+        if args.debug:
+            raise
+        print(f"syncd: database: {describe_db_error(exc)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo-source":
+        from syncd import demo_source
+
+        return demo_source.main(args.rest)
+    path = args.config or default_config_path(os.environ)
+    config = load_config(path)
+    if args.command == "check-config":
+        print(f"{path}: ok ({len(config.entities)} entities: {', '.join(config.entities)})")
+        return EXIT_OK
+    if args.command == "migrate":
+        return _migrate(config)
+    if args.command == "status":
+        return _status(config, as_json=args.json)
+    if args.command == "sync":
+        return _sync(config, args.entities)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _migrate(config: Config) -> int:
+    conn = connect(config.database)
+    try:
+        changes = migrate(conn, config)
+    finally:
+        conn.close()
+    for change in changes:
+        print(change)
+    print(f"schema {config.database.schema}: up to date ({len(changes)} changes)")
+    return EXIT_OK
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    conn = connect(config.database)
+    try:
+        report = entity_status(conn, config, datetime.now(UTC))
+    finally:
+        conn.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return EXIT_OK
+
+
+def check_entities(config: Config, names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if name not in config.entities]
+    if unknown:
+        raise UsageError(
+            f"unknown entity {', '.join(repr(n) for n in unknown)}; "
+            f"configured: {', '.join(config.entities)}"
+        )
+    return list(names) or list(config.entities)
+
+
+def _sync(config: Config, names: Sequence[str]) -> int:
+    chosen = check_entities(config, names)
+    conn = connect(config.database)
+    try:
+        migrate(conn, config)
+    finally:
+        conn.close()
+    metrics = Metrics(CollectorRegistry())
+    metrics.declare(config.entities)
+    results = Engine(config, metrics).sync_many(chosen)
+    for result in results:
+        print(summary_line(result))
+    return EXIT_RUN_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def summary_line(result: RunResult) -> str:
+    if result.status == "skipped":
+        return f"{result.entity}: skipped: another syncd instance is syncing it"
+    counts = (
+        f"{result.fetched} fetched, {result.written} written, {result.rejected} rejected, "
+        f"watermark {result.watermark.isoformat() if result.watermark else '-'}, "
+        f"{result.seconds:.1f}s"
+    )
+    if result.status == "ok":
+        return f"{result.entity}: ok: {counts}"
+    return f"{result.entity}: failed: {result.error} ({counts})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
