@@ -6,6 +6,8 @@ standard library only:
     GET /api/TaskDetails/GetTaskDetailsListForSync?fromTime=..&toTime=..&limit=..&offset=..
     GET /api/task?...                                  (short alias, same answer)
 
+`fromTime` and `toTime` are required (`%Y-%m-%d %H:%M:%S` or ISO 8601, read in `timezone`
+when they carry no offset); `limit` defaults to, and is capped at, `max_limit`; `offset` to 0.
 A window holds the records whose modification instant is in `[fromTime, toTime)`
 (`inclusive_to=True` makes it `[fromTime, toTime]`), ordered by (instant, key). Each record's
 JSON is serialized once when it is stored, and every entity keeps its records in one sorted
@@ -457,11 +459,11 @@ def _handle_of(okey: OrderKey) -> Handle:
     return ("bad", cast(int, key)) if rank == _KEYLESS_RANK else key
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _encode(record: Record) -> bytes:
     return _JSON.encode(record).encode("utf-8")
-
-
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class _Store:
@@ -556,10 +558,15 @@ def _error_body(message: str) -> bytes:
 
 
 def _accepts_gzip(header: str | None) -> bool:
+    """Whether Accept-Encoding lists gzip (and not with q=0)."""
     for part in (header or "").split(","):
-        coding, _, quality = part.strip().partition(";")
+        coding, _, parameters = part.partition(";")
         if coding.strip().lower() == "gzip":
-            return quality.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+            quality = parameters.strip().removeprefix("q=") or "1"
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return True
     return False
 
 

@@ -59,7 +59,7 @@ def plan_pieces(
     An empty list means there is nothing to read yet.
     """
     end = source_time.truncate(now - window.lag)
-    if end <= watermark:  # nothing new yet (or the clock stepped back): never move backwards
+    if end < watermark:  # the clock stepped back: read nothing, never move backwards
         return []
     start = source_time.truncate(watermark - window.lookback)
     pieces: list[Piece] = []
