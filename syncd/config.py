@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -142,11 +143,23 @@ class Entity:
         raise KeyError(name)
 
 
-@dataclass(frozen=True)
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any inline password masked (URI `user:pw@` or `password=pw`)."""
+    dsn = re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+
+
+@dataclass(frozen=True, repr=False)
 class Database:
     dsn: str
     password: Secret | None = None
     schema: str = "public"
+
+    def __repr__(self) -> str:
+        return (
+            f"Database(dsn={redact_dsn(self.dsn)!r}, password={self.password!r}, "
+            f"schema={self.schema!r})"
+        )
 
 
 @dataclass(frozen=True)

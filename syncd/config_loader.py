@@ -172,9 +172,14 @@ def _time_format(text: str) -> str:
     if "%" not in text:
         raise ValueError(f"{text!r} has no % directive: every timestamp would look the same")
     try:
-        datetime(2000, 1, 1).strftime(text)
+        sample = datetime(2001, 2, 3, 4, 5, 6).strftime(text)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a strftime format ({exc})") from None
+    try:
+        # syncd reads its own toTime back to store it as the watermark.
+        datetime.strptime(sample, text)
+    except ValueError:
+        raise ValueError(f"{text!r} cannot be read back with strptime") from None
     return text
 
 
