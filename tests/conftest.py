@@ -4,3 +4,13 @@
 # per test). Defined in tests/pg_fixtures.py. ---
 pytest_plugins = ["tests.pg_fixtures"]
 # --- end PostgreSQL ---
+
+import pytest  # noqa: E402
+
+from syncd import logs  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """syncd's logs at INFO, as JSON lines: what an operator's journal would hold."""
+    logs.configure(json=True)

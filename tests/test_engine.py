@@ -105,7 +105,7 @@ def test_a_second_pass_over_unchanged_data_rewrites_no_row(
     config = demo_setup(tmp_path, pg_dsn, demo, tweak=small_pages(250))
     assert sync_once(config, "task").status == "ok"
     before = dict(query(pg_dsn, "SELECT task_id, xmin::text FROM task_details"))
-    execute(pg_dsn, "UPDATE sync_state SET watermark = '2000-01-01' WHERE entity = 'task'")
+    execute(pg_dsn, "UPDATE sync_state SET watermark = '2026-10-01' WHERE entity = 'task'")
 
     again = sync_once(config, "task")
 
@@ -291,7 +291,7 @@ def test_a_new_column_in_the_yaml_is_added_to_the_table(
         data["entities"]["user"]["columns"]["created_on"] = {"field": "CreatedOn", "type": "text"}
 
     wider = demo_setup(tmp_path, pg_dsn, demo, entities=["user"], tweak=more)
-    execute(pg_dsn, "UPDATE sync_state SET watermark = '2000-01-01'")
+    execute(pg_dsn, "UPDATE sync_state SET watermark = '2026-10-01'")
     assert sync_once(wider, "user").status == "ok"
     [(filled,)] = query(pg_dsn, "SELECT count(created_on) FROM user_details")
     assert filled == 50
