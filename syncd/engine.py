@@ -158,8 +158,10 @@ class Engine:
             interrupted = self.log.close_interrupted(conn, entity.name)
             if interrupted:
                 log.warning("sync.interrupted_runs_closed", count=interrupted)
-            watermark = self._starting_watermark(conn, entity, source_time)
-            pieces = plan_pieces(watermark, self.now(), entity.window, source_time)
+            stored = self._stored_watermark(conn, entity, source_time)
+            start = stored if stored is not None else entity.window.initial_from
+            assert start is not None  # the loader requires initial_from without preload
+            pieces = plan_pieces(start, self.now(), entity.window, source_time)
             window_from = pieces[0].start if pieces else None
             window_to = pieces[-1].end if pieces else None
             result.run_id = self.log.start_run(
@@ -169,16 +171,20 @@ class Engine:
             result.error = f"database: {describe_db_error(exc)}"
             log.error("sync.failed", error=result.error)
             return conn
-        result.watermark = watermark
+        result.watermark = stored
         with structlog.contextvars.bound_contextvars(run_id=result.run_id):
             log.info("sync.started", window_from=_iso(window_from), window_to=_iso(window_to))
             try:
                 for piece in pieces:
-                    conn = self._piece_with_retries(conn, entity, result, piece, source_time)
-                    if self.stop.is_set() and result.watermark != piece.end:
+                    conn, complete = self._piece_with_retries(
+                        conn, entity, result, piece, source_time
+                    )
+                    if not complete:
                         raise SyncdError("stopped before the window was complete")
-            except (SyncdError, psycopg2.Error) as exc:
-                result.error = str(exc) if isinstance(exc, SyncdError) else describe_db_error(exc)
+            except SyncdError as exc:
+                result.error = str(exc)
+            except psycopg2.Error as exc:
+                result.error = f"database: {describe_db_error(exc)}"
             except Exception as exc:  # a bug: record it, never take the process down
                 log.exception("sync.crashed")
                 result.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -212,10 +218,10 @@ class Engine:
         )
         return conn
 
-    def _starting_watermark(
+    def _stored_watermark(
         self, conn: Connection, entity: Entity, source_time: SourceTime
-    ) -> datetime:
-        """The watermark to start from, creating the entity's state on its first run."""
+    ) -> datetime | None:
+        """The committed watermark, creating the entity's state on its first run."""
         with conn.cursor() as cur:
             watermark = self.log.watermark(cur, entity.name)
             if watermark is None and entity.preload.enabled:
@@ -224,10 +230,7 @@ class Engine:
                 self.log.start_state(cur, entity.name, end, end)
                 watermark = self.log.watermark(cur, entity.name)
         conn.commit()
-        if watermark is not None:
-            return watermark
-        assert entity.window.initial_from is not None  # the loader requires it
-        return entity.window.initial_from
+        return watermark
 
     def _piece_with_retries(
         self,
@@ -236,23 +239,26 @@ class Engine:
         result: RunResult,
         piece: Piece,
         source_time: SourceTime,
-    ) -> Connection:
+    ) -> tuple[Connection, bool]:
+        """Read and commit one piece; on a lost connection, wait and read it again.
+
+        Returns the connection now in use and whether the piece was read whole."""
         delay = DB_BACKOFF
         for attempt in range(1, DB_ATTEMPTS + 1):
             try:
-                self._piece(conn, entity, result, piece, source_time)
-                return conn
+                if conn.closed:
+                    conn = self._reconnect(entity)
+                return conn, self._piece(conn, entity, result, piece, source_time)
             except psycopg2.Error as exc:
                 if not is_connection_error(exc) or attempt == DB_ATTEMPTS:
                     raise
                 log.warning("sync.db_connection_lost", error=describe_db_error(exc), retry_in=delay)
             _close_quietly(conn)
-            conn = self._reconnect(entity, delay)
+            self.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _reconnect(self, entity: Entity, delay: float) -> Connection:
-        self.sleep(delay)
+    def _reconnect(self, entity: Entity) -> Connection:
         conn = self.connect()
         # The lock went with the old connection; another instance may have it now.
         if not self.log.try_lock(conn, entity.name):
@@ -267,7 +273,7 @@ class Engine:
         result: RunResult,
         piece: Piece,
         source_time: SourceTime,
-    ) -> None:
+    ) -> bool:
         from_text, to_text = source_time.format(piece.start), source_time.format(piece.end)
         reader = WindowReader(
             lambda offset, limit: self.client.fetch_page(entity, from_text, to_text, offset, limit),
@@ -319,6 +325,7 @@ class Engine:
             rereads=reader.rereads,
             complete=reader.complete,
         )
+        return reader.complete
 
     def _committed(self, entity: Entity, result: RunResult, batch: Batch) -> None:
         """Count a page once its transaction committed, never before."""

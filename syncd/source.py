@@ -163,7 +163,8 @@ class SourceClient:
             raise SourceAuthError(
                 f"{entity.name}: the source answered {status} for GET "
                 f"{public_url(entity.url)}: its API key is wrong or missing "
-                f"(header {entity.source.api_key_header}; see source.api_key_file)"
+                f"(header {entity.source.api_key_header}; see source.api_key_file or "
+                "source.api_key_env)"
             )
         if status == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"), self.now)

@@ -37,9 +37,15 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
     query = sql.SQL(_QUERY).format(schema=sql.Identifier(config.database.schema))
     report: list[dict[str, Any]] = []
     with conn.cursor() as cur:
+        # A database syncd never touched has no tables yet: every entity is "never run".
+        # Status reads only, so it creates nothing (it may run with a read-only role).
+        cur.execute("SELECT to_regclass(%s)", (f'"{config.database.schema}".sync_time',))
+        migrated = cur.fetchone() not in (None, (None,))
         for name in config.entities:
-            cur.execute(query, {"entity": name})
-            row = cur.fetchone()
+            row: tuple[Any, ...] | None = (None,) * 10
+            if migrated:
+                cur.execute(query, {"entity": name})
+                row = cur.fetchone()
             assert row is not None
             (
                 watermark,

@@ -77,9 +77,9 @@ class EntityStore:
         try:
             written = self._execute(cur, [row for _, row in unique])
         except psycopg2.Error as exc:
-            cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
             if not is_data_error(exc):
-                raise
+                raise  # the caller rolls back; on a dead connection a ROLLBACK would mask why
+            cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
             return self._row_by_row(cur, unique)
         cur.execute("RELEASE SAVEPOINT syncd_batch")
         return Upserted(written, [])
@@ -98,9 +98,9 @@ class EntityStore:
             try:
                 written += self._execute(cur, [row])
             except psycopg2.Error as exc:
-                cur.execute("ROLLBACK TO SAVEPOINT syncd_row")
                 if not is_data_error(exc):
                     raise
+                cur.execute("ROLLBACK TO SAVEPOINT syncd_row")
                 rejects.append(
                     Reject(record, f"PostgreSQL refused the row: {describe_db_error(exc)}")
                 )
