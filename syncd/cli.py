@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    commands.add_parser(
+        "run",
+        help="the daemon, in the foreground (systemd Type=notify)",
+        description="Run the daemon: sync every entity on its schedule, serve metrics, "
+        "health and status on http.listen, reload on SIGHUP, stop cleanly on SIGTERM.",
+    )
     sync = commands.add_parser(
         "sync",
         help="one incremental pass, then exit",
@@ -104,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return demo_source.main(args.rest)
     path = args.config or default_config_path(os.environ)
+    if args.command == "run":
+        from syncd.daemon import Daemon
+
+        return Daemon(path).run()
     config = load_config(path)
     if args.command == "check-config":
         print(f"{path}: ok ({len(config.entities)} entities: {', '.join(config.entities)})")

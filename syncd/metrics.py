@@ -101,6 +101,7 @@ class Metrics:
             ["version"],
             registry=registry,
         )
+        self._codes: dict[str, set[str]] = {}  # status codes seen per entity, for forget()
         self.build_info.labels(version=__version__).set(1)
         self.config_reload_ok.set(1)
 
@@ -118,6 +119,28 @@ class Metrics:
             self.last_success.labels(entity=entity)
             self.preload_progress.labels(entity=entity)
 
+    def forget(self, entity: str) -> None:
+        """Drop an entity's series (removed from the configuration by a reload), so no
+        stale series lingers for alerts to fire on."""
+        for kind in KINDS:
+            for status in RUN_STATUSES:
+                self.runs.remove(entity, kind, status)
+            self.duration.remove(entity, kind)
+        for code in self._codes.pop(entity, set()):
+            self.requests.remove(entity, code)
+        for family in (
+            self.skipped,
+            self.fetched,
+            self.written,
+            self.rejected,
+            self.request_duration,
+            self.watermark,
+            self.last_success,
+            self.preload_progress,
+        ):
+            family.remove(entity)
+
     def observe_request(self, entity: str, code: str, seconds: float) -> None:
+        self._codes.setdefault(entity, set()).add(code)
         self.requests.labels(entity=entity, code=code).inc()
         self.request_duration.labels(entity=entity).observe(seconds)

@@ -150,6 +150,32 @@ class SyncLog:
             (entity, watermark, preload_end),
         )
 
+    def watermarks(self, conn: Connection) -> dict[str, datetime]:
+        """Every entity's committed watermark (for the metrics at start)."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT entity, watermark FROM {schema}.sync_state WHERE watermark IS NOT NULL"
+                )
+            )
+            rows = dict(cur.fetchall())
+        conn.rollback()
+        return rows
+
+    def last_successes(self, conn: Connection, kind: str = "incremental") -> dict[str, datetime]:
+        """When each entity's last successful run of `kind` finished."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT entity, max(finished_at) FROM {schema}.sync_time "
+                    "WHERE status = 'ok' AND kind = %s GROUP BY entity"
+                ),
+                (kind,),
+            )
+            rows = dict(cur.fetchall())
+        conn.rollback()
+        return rows
+
     # -- sync_rejects -------------------------------------------------------------
 
     def add_rejects(

@@ -1,0 +1,423 @@
+"""`syncd run`: the long-running service.
+
+The main loop owns every decision; everything else only puts events on its queue:
+
+* signal handlers queue the signal number and return (they never exit, log or
+  touch sdnotify, which swallows every exception, SystemExit included);
+* sync jobs run in a thread pool and queue ("done", result) when they end;
+* the HTTP thread queues ("run", entity) for `POST /v1/sync/{entity}`.
+
+The loop waits on that queue with a timeout: until the scheduler's next due time,
+capped by half the watchdog interval, so `WATCHDOG=1` comes from the loop itself
+and a stuck loop is restarted by systemd.
+
+Start: load the config, wait for the database, migrate, bind the HTTP port, then
+`READY=1`. SIGHUP: `RELOADING=1`, parse and validate the whole new file and migrate
+for it; on success swap the engine and the schedules (running syncs finish with
+the config they started with), on failure keep the old config; then `READY=1`
+either way, with a `STATUS=` line saying which. SIGTERM/SIGINT: `STOPPING=1`, stop
+scheduling, let running pages commit, exit 0; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import psycopg2
+import structlog
+from prometheus_client import CollectorRegistry
+
+from syncd.config import Config, Schedule
+from syncd.config_loader import load_config
+from syncd.db import connect, describe_db_error
+from syncd.engine import Engine, RunResult
+from syncd.errors import EXIT_OK, EXIT_USAGE, ConfigError, SyncdError
+from syncd.http_server import ServerHandle, serve
+from syncd.metrics import Metrics
+from syncd.scheduler import Scheduler
+from syncd.schema import migrate
+from syncd.status import entity_status
+from syncd.synclog import SyncLog
+from syncd.systemd import Notifier
+
+log = structlog.get_logger("syncd.daemon")
+
+MAX_WAIT = 5.0  # seconds: the loop ticks at least this often (health, STATUS)
+DB_WAIT_MAX = 30.0  # seconds between tries while the database is not there at start
+STOP_GRACE = 80.0  # seconds running syncs get to commit after SIGTERM (unit: 90s)
+READY_CACHE = 2.0  # seconds a /readyz database check is reused
+
+Event = tuple[str, Any]
+
+
+@dataclass
+class Runtime:
+    """What a reload swaps: new runs use the new engine; running ones keep theirs."""
+
+    config: Config
+    engine: Engine
+
+
+@dataclass
+class Health:
+    """Shared with the HTTP thread: plain values, written by the loop."""
+
+    heartbeat: float = field(default_factory=time.monotonic)
+    ready_at: float = 0.0
+    ready: tuple[bool, str] = (False, "starting")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str,
+        *,
+        environ: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config_path = config_path
+        self.environ = dict(os.environ if environ is None else environ)
+        self.notifier = notifier or Notifier(self.environ)
+        self.clock = clock
+        self.wall = wall
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.stop_syncs = threading.Event()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.health = Health()
+        self.running: dict[str, float] = {}  # entity -> monotonic start
+        self.last_results: dict[str, RunResult] = {}
+        self.runtime: Runtime | None = None
+        self.scheduler: Scheduler | None = None
+        self.stop_deadline = 0.0
+        self.server: ServerHandle | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.stopping = False
+
+    # -- the edges: signals ------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.events.put(("signal", signum))
+
+    def install_signals(self) -> None:
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    # -- start -------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        try:
+            config = load_config(self.config_path, self.environ)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config.invalid", problem=problem)
+            self.notifier.status(f"refused to start: {exc}")
+            return EXIT_USAGE
+        self.metrics.declare(config.entities)
+        if not self._wait_for_database(config):
+            return EXIT_OK  # stopped while waiting
+        self.runtime = Runtime(config, Engine(config, self.metrics, stop=self.stop_syncs))
+        self.scheduler = Scheduler(
+            _schedules(config),
+            config.scheduler.max_concurrent,
+            last_success=self._last_successes(config),
+        )
+        self._seed_metrics(config)
+        self.server = serve(config.http, self.registry, self)
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, config.scheduler.max_concurrent), thread_name_prefix="sync"
+        )
+        self.scheduler.start(self.clock(), self.wall())
+        self.health.ready = (True, "ready")
+        self.notifier.ready(self._status_line())
+        log.info(
+            "daemon.ready",
+            entities=list(config.entities),
+            listen=f"{config.http.host}:{self.server.port}",
+        )
+        try:
+            return self._loop()
+        finally:
+            self._shutdown()
+
+    def _wait_for_database(self, config: Config) -> bool:
+        """Migrate once the database answers; False if a stop signal came first."""
+        delay = 1.0
+        while True:
+            try:
+                conn = connect(config.database)
+                try:
+                    for change in migrate(conn, config):
+                        log.info("migrate.applied", change=change)
+                finally:
+                    conn.close()
+                return True
+            except psycopg2.Error as exc:
+                reason = describe_db_error(exc)
+                log.warning("daemon.database_unavailable", error=reason, retry_in=delay)
+                self.notifier.status(f"waiting for the database: {reason}")
+            if self._wait_for_stop(delay):
+                return False
+            delay = min(delay * 2, DB_WAIT_MAX)
+
+    def _wait_for_stop(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, keeping the watchdog fed; True if asked to stop."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            interval = self.notifier.watchdog_interval
+            try:
+                kind, value = self.events.get(timeout=min(left, interval or left))
+            except queue.Empty:
+                self.notifier.watchdog()
+                continue
+            if kind == "signal" and value in (signal.SIGTERM, signal.SIGINT):
+                self.notifier.stopping()
+                return True
+        return False
+
+    def _last_successes(self, config: Config) -> dict[str, datetime | None]:
+        conn = connect(config.database)
+        try:
+            found = SyncLog(config.database.schema).last_successes(conn)
+        finally:
+            conn.close()
+        return {name: found.get(name) for name in config.entities}
+
+    def _seed_metrics(self, config: Config) -> None:
+        """Gauges that describe the database's state, not this process's work."""
+        conn = connect(config.database)
+        try:
+            synclog = SyncLog(config.database.schema)
+            for name, mark in synclog.watermarks(conn).items():
+                if name in config.entities:
+                    self.metrics.watermark.labels(entity=name).set(mark.timestamp())
+            for name, when in synclog.last_successes(conn).items():
+                if name in config.entities:
+                    self.metrics.last_success.labels(entity=name).set(when.timestamp())
+        finally:
+            conn.close()
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _loop(self) -> int:
+        assert self.runtime is not None and self.scheduler is not None
+        while True:
+            self._start_due_jobs()
+            try:
+                kind, value = self.events.get(timeout=self._wait_time())
+            except queue.Empty:
+                kind, value = "tick", None
+            self.health.heartbeat = self.clock()
+            self.notifier.watchdog()
+            if kind == "signal":
+                if value == signal.SIGHUP:
+                    self._reload()
+                elif self._begin_stop():
+                    return EXIT_OK
+            elif kind == "done":
+                self._job_done(value)
+            elif kind == "run":
+                self.scheduler.run_now(value)
+            if self.stopping and (not self.running or self.clock() > self.stop_deadline):
+                return EXIT_OK
+
+    def _wait_time(self) -> float:
+        assert self.scheduler is not None
+        wait = MAX_WAIT
+        if not self.stopping:
+            due = self.scheduler.sleep_for(self.clock(), self.wall())
+            if due is not None:
+                wait = min(wait, max(0.0, due))
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            wait = min(wait, interval)
+        return wait
+
+    def _start_due_jobs(self) -> None:
+        assert self.runtime is not None and self.scheduler is not None and self.pool is not None
+        if self.stopping:
+            return
+        engine = self.runtime.engine
+        started = self.scheduler.due(self.clock(), self.wall())
+        for name in started:
+            self.running[name] = self.clock()
+            self.pool.submit(self._job, engine, name)
+        if started:
+            self.notifier.status(self._status_line())
+
+    def _job(self, engine: Engine, name: str) -> None:
+        """In a pool thread: one run; its end goes back to the loop."""
+        try:
+            result = engine.sync_entity(name)
+        except BaseException as exc:  # the engine records its own failures; this is a bug
+            log.exception("daemon.job_crashed", entity=name)
+            result = RunResult(name, "failed", error=f"internal error: {exc}")
+        self.events.put(("done", result))
+
+    def _job_done(self, result: RunResult) -> None:
+        assert self.scheduler is not None
+        self.running.pop(result.entity, None)
+        self.last_results[result.entity] = result
+        if self.stopping:
+            pass
+        elif result.status == "skipped":  # another instance holds the entity's lock
+            self.scheduler.skipped(result.entity, self.clock(), self.wall())
+        else:
+            self.scheduler.finished(
+                result.entity, self.clock(), self.wall(), ok=result.status == "ok"
+            )
+        self.notifier.status(self._status_line())
+
+    # -- reload and stop ---------------------------------------------------------
+
+    def _reload(self) -> None:
+        assert self.runtime is not None and self.scheduler is not None
+        self.notifier.reloading()
+        old = self.runtime
+        try:
+            config = load_config(self.config_path, self.environ)
+            conn = connect(config.database)
+            try:
+                migrate(conn, config)
+            finally:
+                conn.close()
+        except (SyncdError, psycopg2.Error) as exc:
+            self._refuse_reload(exc)
+            return
+        if config.http != old.config.http:
+            # The port stays bound as it is; a new listen address needs a restart.
+            log.warning("reload.http_kept", reason="http settings apply at the next restart")
+            config = replace(config, http=old.config.http)
+        engine = Engine(config, self.metrics, client=old.engine.client, stop=self.stop_syncs)
+        for name in set(old.config.entities) - set(config.entities):
+            self.metrics.forget(name)
+        self.metrics.declare(config.entities)
+        self.scheduler.replace(_schedules(config), self.clock(), self.wall())
+        self.runtime = Runtime(config, engine)
+        self.metrics.config_reload_ok.set(1)
+        self.notifier.ready(self._status_line("reloaded"))
+        log.info("reload.done", entities=list(config.entities))
+
+    def _refuse_reload(self, exc: Exception) -> None:
+        if isinstance(exc, ConfigError):
+            for problem in exc.problems:
+                log.error("reload.refused", problem=problem)
+            reason = str(exc)
+        elif isinstance(exc, psycopg2.Error):
+            reason = f"database: {describe_db_error(exc)}"
+            log.error("reload.refused", error=reason)
+        else:
+            reason = str(exc)
+            log.error("reload.refused", error=reason)
+        self.metrics.config_reload_ok.set(0)
+        self.notifier.ready(f"reload refused, old config kept: {reason}")
+
+    def _begin_stop(self) -> bool:
+        """First stop signal: drain. Second: True, exit now."""
+        if self.stopping:
+            log.warning("daemon.stop_now", running=list(self.running))
+            return True
+        self.stopping = True
+        self.stop_syncs.set()
+        self.notifier.stopping()
+        log.info("daemon.stopping", running=list(self.running))
+        self.stop_deadline = self.clock() + STOP_GRACE
+        return False
+
+    def _shutdown(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+        if self.running:
+            # Asked twice, or the grace time ran out. Leaving now is safe: an
+            # uncommitted page is rolled back by PostgreSQL and its watermark never
+            # moved. os._exit, because the interpreter would otherwise wait for the
+            # pool's threads at exit.
+            log.warning("daemon.stopped_with_running_syncs", running=sorted(self.running))
+            os._exit(EXIT_OK)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        log.info("daemon.stopped")
+
+    # -- what the HTTP thread asks (App protocol) --------------------------------
+
+    def alive(self) -> bool:
+        return self.clock() - self.health.heartbeat < 2 * MAX_WAIT + 10
+
+    def ready(self) -> tuple[bool, str]:
+        runtime = self.runtime
+        if runtime is None or self.stopping:
+            return False, "stopping" if self.stopping else "starting"
+        now = self.clock()
+        if now - self.health.ready_at > READY_CACHE:
+            self.health.ready = _database_answers(runtime.config)
+            self.health.ready_at = now
+        return self.health.ready
+
+    def status(self) -> list[dict[str, Any]]:
+        runtime = self.runtime
+        if runtime is None:
+            return []
+        conn = connect(runtime.config.database)
+        try:
+            report = entity_status(conn, runtime.config, self.wall())
+        finally:
+            conn.close()
+        plans = {item["name"]: item for item in self.scheduler.snapshot()} if self.scheduler else {}
+        for item in report:
+            plan = plans.get(item["entity"], {})
+            item["running"] = item["entity"] in self.running
+            item["next_run"] = plan.get("next_run")
+        return report
+
+    def trigger(self, entity: str) -> bool:
+        runtime = self.runtime
+        if runtime is None or entity not in runtime.config.entities:
+            return False
+        self.events.put(("run", entity))
+        return True
+
+    def post_routes(self) -> dict[str, Any]:
+        return {}
+
+    # -- STATUS= -----------------------------------------------------------------
+
+    def _status_line(self, prefix: str = "ready") -> str:
+        runtime = self.runtime
+        count = len(runtime.config.entities) if runtime else 0
+        failed = sorted(n for n, r in self.last_results.items() if r.status == "failed")
+        parts = [f"{prefix}: {count} entities", f"{len(self.running)} running"]
+        if failed:
+            parts.append(f"failing: {', '.join(failed)}")
+        return ", ".join(parts)
+
+
+def _database_answers(config: Config) -> tuple[bool, str]:
+    try:
+        conn = connect(config.database)
+    except psycopg2.Error as exc:
+        return False, f"database: {describe_db_error(exc)}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True, "ready"
+    except psycopg2.Error as exc:
+        return False, f"database: {describe_db_error(exc)}"
+    finally:
+        conn.close()
+
+
+def _schedules(config: Config) -> dict[str, Schedule]:
+    return {name: entity.schedule for name, entity in config.entities.items()}

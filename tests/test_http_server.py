@@ -1,0 +1,465 @@
+"""The HTTP port through real sockets, against a fake App (the seam to the daemon)."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+import pytest
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.registry import Collector
+
+from syncd.config import Http, Secret
+from syncd.http_server import Limits, PostHandler, ServerHandle, serve
+from syncd.metrics import Metrics
+
+KEY = "s3cret-Key"
+WAIT = 5.0  # the longest any single socket operation in these tests may take
+
+
+@dataclass
+class FakeApp:
+    is_alive: bool = True
+    readiness: tuple[bool, str] = (True, "ready")
+    report: list[dict[str, Any]] = field(default_factory=lambda: [{"entity": "task"}])
+    status_error: Exception | None = None
+    entities: tuple[str, ...] = ("task", "user")
+    triggered: list[str] = field(default_factory=list)
+    routes: dict[str, PostHandler] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.is_alive
+
+    def ready(self) -> tuple[bool, str]:
+        return self.readiness
+
+    def status(self) -> list[dict[str, Any]]:
+        if self.status_error is not None:
+            raise self.status_error
+        return self.report
+
+    def trigger(self, entity: str) -> bool:
+        if entity not in self.entities:
+            return False
+        self.triggered.append(entity)
+        return True
+
+    def post_routes(self) -> Mapping[str, PostHandler]:
+        return self.routes
+
+
+Start = Callable[..., ServerHandle]
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    handles: list[ServerHandle] = []
+
+    def _start(
+        app: FakeApp | None = None,
+        *,
+        api_key: str | None = KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body: int = 1024,
+        registry: CollectorRegistry | None = None,
+        limits: Limits | None = None,
+    ) -> ServerHandle:
+        config = Http(
+            host=host,
+            port=port,
+            api_key=Secret(api_key) if api_key is not None else None,
+            max_body=max_body,
+        )
+        handle = serve(config, registry or CollectorRegistry(), app or FakeApp(), limits=limits)
+        handles.append(handle)
+        return handle
+
+    yield _start
+    for handle in handles:
+        handle.shutdown()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        assert self.headers["Content-Type"] == "application/json"
+        return json.loads(self.body)
+
+
+def call(
+    server: ServerHandle,
+    method: str,
+    path: str,
+    body: bytes | Iterator[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> Reply:
+    conn = http.client.HTTPConnection(host, server.port, timeout=WAIT)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+def raw(server: ServerHandle, data: bytes) -> bytes:
+    """Send `data` as is and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def silent(server: ServerHandle) -> socket.socket:
+    """A client that connects and sends nothing."""
+    return socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+
+
+def keyed(**headers: str) -> dict[str, str]:
+    return {"X-API-KEY": KEY, **headers}
+
+
+# -- GET ---------------------------------------------------------------------------
+
+
+def test_metrics_expose_the_syncd_families(start: Start) -> None:
+    registry = CollectorRegistry()
+    Metrics(registry).declare(["task"])
+    reply = call(start(registry=registry), "GET", "/metrics")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    text = reply.body.decode()
+    assert 'syncd_sync_runs_total{entity="task",kind="incremental",status="ok"} 0.0' in text
+    assert 'syncd_records_written_total{entity="task"} 0.0' in text
+    assert "syncd_build_info{version=" in text
+
+
+def test_metrics_are_gzipped_when_the_client_accepts_it(start: Start) -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    reply = call(start(registry=registry), "GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert reply.headers["Content-Encoding"] == "gzip"
+    assert b"syncd_build_info" in gzip.decompress(reply.body)
+
+
+class _Broken(Collector):
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        raise RuntimeError("collector broke")
+
+
+def test_a_failing_collector_answers_500_and_the_server_goes_on(start: Start) -> None:
+    registry = CollectorRegistry()
+    registry.register(_Broken())
+    server = start(registry=registry)
+    with structlog.testing.capture_logs() as logs:
+        reply = call(server, "GET", "/metrics")
+    assert reply.status == 500
+    assert "error" in reply.json()
+    assert any(entry["event"] == "http.metrics_failed" for entry in logs)
+    assert call(server, "GET", "/healthz").status == 200
+
+
+@pytest.mark.parametrize(("alive", "status"), [(True, 200), (False, 503)])
+def test_healthz_follows_the_main_loop(start: Start, alive: bool, status: int) -> None:
+    reply = call(start(FakeApp(is_alive=alive)), "GET", "/healthz")
+    assert reply.status == status
+    assert set(reply.json()) == ({"status"} if alive else {"error"})
+
+
+def test_readyz_answers_200_when_ready_and_503_with_the_reason(start: Start) -> None:
+    app = FakeApp()
+    server = start(app)
+    assert call(server, "GET", "/readyz").status == 200
+    app.readiness = (False, "database: connection refused")
+    reply = call(server, "GET", "/readyz")
+    assert reply.status == 503
+    assert reply.json() == {"error": "database: connection refused"}
+
+
+def test_status_is_the_apps_json_and_503_when_it_fails(start: Start) -> None:
+    app = FakeApp(report=[{"entity": "task", "watermark": None}])
+    server = start(app)
+    reply = call(server, "GET", "/status")
+    assert (reply.status, reply.json()) == (200, [{"entity": "task", "watermark": None}])
+    app.status_error = ConnectionError("database down")
+    reply = call(server, "GET", "/status")
+    assert reply.status == 503
+    assert "error" in reply.json()
+
+
+def test_the_server_header_does_not_name_python(start: Start) -> None:
+    reply = call(start(), "GET", "/healthz")
+    assert reply.headers["Server"] == "syncd"
+
+
+def test_head_answers_headers_only(start: Start) -> None:
+    reply = call(start(), "HEAD", "/healthz")
+    assert reply.status == 200
+    assert reply.body == b""
+
+
+# -- POST and auth -----------------------------------------------------------------
+
+
+def test_sync_with_the_right_key_is_queued(start: Start) -> None:
+    app = FakeApp()
+    reply = call(start(app), "POST", "/v1/sync/task", headers=keyed())
+    assert (reply.status, reply.json()) == (202, {"entity": "task", "status": "queued"})
+    assert app.triggered == ["task"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-API-KEY": "wrong"}, {"X-API-KEY": KEY + "x"}, {"X-API-KEY": "ключ"}, {}],
+    ids=["wrong", "longer", "non-ascii", "missing"],
+)
+def test_sync_with_a_wrong_or_missing_key_is_401(start: Start, headers: dict[str, str]) -> None:
+    app = FakeApp()
+    encoded = {name: value.encode().decode("latin-1") for name, value in headers.items()}
+    reply = call(start(app), "POST", "/v1/sync/task", headers=encoded)
+    assert reply.status == 401
+    assert "error" in reply.json()
+    assert KEY.encode() not in reply.body
+    assert app.triggered == []
+
+
+def test_sync_without_a_configured_key_is_403(start: Start) -> None:
+    reply = call(start(api_key=None), "POST", "/v1/sync/task", headers=keyed())
+    assert reply.status == 403
+    assert "api_key_file" in reply.json()["error"]
+
+
+def test_sync_of_an_unknown_entity_is_404(start: Start) -> None:
+    reply = call(start(), "POST", "/v1/sync/nope", headers=keyed())
+    assert reply.status == 404
+    assert "nope" in reply.json()["error"]
+
+
+def test_extra_post_routes_get_the_entity_or_none_and_the_body(start: Start) -> None:
+    seen: list[tuple[str | None, bytes]] = []
+
+    def ingest(entity: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+        seen.append((entity, body))
+        return 200, {"written": 1, "rejected": 0}
+
+    app = FakeApp(routes={"/v1/ingest/{entity}": ingest, "/insertTaskDetailsBulk": ingest})
+    server = start(app)
+    assert call(server, "POST", "/v1/ingest/task", b"[1]", keyed()).json() == {
+        "written": 1,
+        "rejected": 0,
+    }
+    assert call(server, "POST", "/insertTaskDetailsBulk", b"[2]", keyed()).status == 200
+    assert call(server, "POST", "/v1/ingest/task/extra", b"[3]", keyed()).status == 404
+    assert call(server, "POST", "/v1/ingest/task", b"[4]").status == 401
+    assert seen == [("task", b"[1]"), (None, b"[2]")]
+
+
+def test_a_wrong_method_is_405_with_allow(start: Start) -> None:
+    server = start()
+    reply = call(server, "POST", "/metrics", b"", keyed())
+    assert (reply.status, reply.headers["Allow"]) == (405, "GET, HEAD")
+    reply = call(server, "GET", "/v1/sync/task")
+    assert (reply.status, reply.headers["Allow"]) == (405, "POST")
+    assert "error" in reply.json()
+
+
+def test_an_unknown_path_is_404(start: Start) -> None:
+    reply = call(start(), "GET", "/nowhere")
+    assert reply.status == 404
+    assert "error" in reply.json()
+
+
+def test_an_unknown_method_is_answered_in_json(start: Start) -> None:
+    reply = raw(start(), b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 501 ")
+    assert b'{"error": ' in reply
+
+
+def test_an_oversized_request_line_or_header_is_answered_in_json(start: Start) -> None:
+    server = start()
+    reply = raw(server, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 414 ")
+    assert reply.endswith(b"}")
+    reply = raw(server, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431 ")
+    assert raw(server, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+# -- bodies ------------------------------------------------------------------------
+
+
+def _echo_app() -> FakeApp:
+    def echo(_entity: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+        return 200, {"size": len(body)}
+
+    return FakeApp(routes={"/echo": echo})
+
+
+def test_a_body_of_max_body_bytes_is_accepted_both_ways(start: Start) -> None:
+    server = start(_echo_app(), max_body=1024)
+    assert call(server, "POST", "/echo", b"x" * 1024, keyed()).json() == {"size": 1024}
+    chunks = iter([b"x" * 1000, b"x" * 24])
+    assert call(server, "POST", "/echo", chunks, keyed()).json() == {"size": 1024}
+
+
+def test_a_body_over_max_body_is_413_with_content_length(start: Start) -> None:
+    reply = call(start(_echo_app(), max_body=1024), "POST", "/echo", b"x" * 1025, keyed())
+    assert reply.status == 413
+    assert "error" in reply.json()
+
+
+def test_413_comes_from_content_length_before_any_body_is_sent(start: Start) -> None:
+    head = (
+        f"POST /echo HTTP/1.1\r\nHost: x\r\nX-API-KEY: {KEY}\r\nContent-Length: 999999999\r\n\r\n"
+    )
+    reply = raw(start(_echo_app()), head.encode())
+    assert reply.startswith(b"HTTP/1.1 413 ")
+
+
+def test_a_chunked_body_over_max_body_is_413(start: Start) -> None:
+    chunks = iter([b"x" * 600, b"x" * 600])
+    reply = call(start(_echo_app(), max_body=1024), "POST", "/echo", chunks, keyed())
+    assert reply.status == 413
+
+
+def test_a_malformed_chunked_body_is_400(start: Start) -> None:
+    head = f"POST /echo HTTP/1.1\r\nHost: x\r\nX-API-KEY: {KEY}\r\nTransfer-Encoding: chunked\r\n"
+    reply = raw(start(_echo_app()), head.encode() + b"\r\nzz\r\nxx\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_post_without_content_length_is_411(start: Start) -> None:
+    reply = raw(
+        start(), f"POST /v1/sync/task HTTP/1.1\r\nHost: x\r\nX-API-KEY: {KEY}\r\n\r\n".encode()
+    )
+    assert reply.startswith(b"HTTP/1.1 411 ")
+    assert reply.endswith(b'{"error": "Content-Length required"}')
+
+
+def test_100_continue_is_sent_only_after_the_key_is_checked(start: Start) -> None:
+    server = start(_echo_app())
+    head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+    assert raw(server, f"{head}X-API-KEY: wrong\r\n\r\n".encode()).startswith(b"HTTP/1.1 401 ")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(f"{head}X-API-KEY: {KEY}\r\n\r\n".encode())
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"[]")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+
+
+# -- robustness --------------------------------------------------------------------
+
+FAST = Limits(timeout=0.3, body_timeout=0.6, max_threads=2)
+
+
+def test_a_silent_client_blocks_nobody_and_is_dropped_after_the_timeout(start: Start) -> None:
+    server = start(limits=Limits(timeout=0.3))
+    with silent(server) as idle:
+        began = time.monotonic()
+        assert call(server, "GET", "/healthz").status == 200
+        assert idle.recv(1) == b""  # closed by the server (the socket's own limit is WAIT)
+        assert 0.25 < time.monotonic() - began < 2
+
+
+def test_a_client_dripping_its_headers_is_dropped_at_the_head_deadline(start: Start) -> None:
+    server = start(limits=Limits(timeout=0.3))
+    with silent(server) as drip:
+        drip.sendall(b"GET /healthz HTTP/1.1\r\n")
+        began = time.monotonic()
+        try:
+            while time.monotonic() - began < 2:  # each byte well inside the idle timeout
+                drip.sendall(b"X")
+                time.sleep(0.05)
+        except OSError:
+            pass  # reset by the server: dropped
+        else:
+            pytest.fail("the server kept a dripping client for 2 s")
+        assert time.monotonic() - began < 1.5
+
+
+def test_more_slow_clients_than_threads_get_503_at_once_then_recover(start: Start) -> None:
+    server = start(limits=Limits(timeout=1.0, max_threads=2))
+    with silent(server), silent(server):  # hold both threads
+        began = time.monotonic()
+        reply = call(server, "GET", "/healthz")
+        assert reply.status == 503
+        assert "error" in reply.json()
+        assert time.monotonic() - began < 0.5  # not after the silent clients' timeout
+        deadline = time.monotonic() + 3
+        while call(server, "GET", "/healthz").status != 200:
+            assert time.monotonic() < deadline, "threads were never given back"
+            time.sleep(0.05)
+
+
+def test_a_body_sent_too_slowly_is_408(start: Start) -> None:
+    server = start(_echo_app(), limits=FAST)
+    head = f"POST /echo HTTP/1.1\r\nHost: x\r\nX-API-KEY: {KEY}\r\nContent-Length: 100\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(head.encode())
+        sock.sendall(b"x")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_handler_that_raises_is_500_and_the_server_goes_on(start: Start) -> None:
+    def broken(_entity: str | None, _body: bytes) -> tuple[int, dict[str, Any]]:
+        raise RuntimeError("boom")
+
+    server = start(FakeApp(routes={"/broken": broken}))
+    with structlog.testing.capture_logs() as logs:
+        reply = call(server, "POST", "/broken", b"[]", keyed())
+    assert (reply.status, reply.json()) == (500, {"error": "internal error"})
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+        "http.handler_failed"
+    ]
+    assert call(server, "GET", "/healthz").status == 200
+
+
+def test_shutdown_is_prompt_with_a_client_connected_and_frees_the_port(start: Start) -> None:
+    server = start()
+    port = server.port
+    with silent(server):
+        began = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - began < 1
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    again = start(port=port)
+    assert call(again, "GET", "/healthz").status == 200
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_listen_address_works(start: Start) -> None:
+    server = start(host="::1")
+    assert call(server, "GET", "/healthz", host="::1").status == 200
