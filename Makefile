@@ -18,14 +18,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# The PostgreSQL server binaries (initdb, pg_ctl) the tests and `make run` start
-# their private clusters with. Installed from the distribution when missing.
+# System tools the tests use, installed from the distribution when missing:
+# the PostgreSQL server (initdb, pg_ctl) for the private clusters, promtool
+# (package prometheus) to check the metrics exposition, systemd-analyze and
+# /bin/kill (systemd, procps) to verify the unit file.
 system-packages:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$SYNCD_PG_BIN" ]; then \
-		echo "installing the PostgreSQL server (Debian package postgresql)"; \
+	@missing=; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$$SYNCD_PG_BIN" ] || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /bin/kill ] || missing="$$missing procps"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 lint: $(STAMP)

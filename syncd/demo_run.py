@@ -1,39 +1,29 @@
 """`make run`: syncd against an embedded default, in the foreground.
 
 Starts (or reuses) a private PostgreSQL cluster under ./var/pg, the demo source as a
-subprocess, writes ./var/syncd.yaml pointing at both, then syncs every entity in a
-loop and serves /metrics, printing where to look. Ctrl-C stops everything it started;
+subprocess, writes ./var/syncd.yaml pointing at both, then runs the daemon (`syncd
+run`) in the foreground, printing where to look. Ctrl-C stops everything it started;
 the data stays in ./var for next time (`make clean` removes it).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
-
 from syncd import logs
-from syncd.cli import summary_line
-from syncd.config_loader import load_config
-from syncd.db import connect
+from syncd.daemon import Daemon
 from syncd.demo_config import demo_config, dump
 from syncd.devcluster import Cluster, free_port
-from syncd.engine import Engine
-from syncd.metrics import Metrics
-from syncd.schema import migrate
 
 VAR = Path("var")
 DEMO_PORT = 54324
-METRICS_PORT = 9188
-INTERVAL = 10.0  # seconds between passes
+HTTP_PORT = 9188
 
 
 def _port_free(port: int) -> bool:
@@ -70,51 +60,33 @@ def main() -> int:
     cluster = Cluster((VAR / "pg").resolve(), tuned_for_tests=False)
     cluster.start()
     demo_port = DEMO_PORT if _port_free(DEMO_PORT) else free_port()
-    metrics_port = METRICS_PORT if _port_free(METRICS_PORT) else free_port()
+    http_port = HTTP_PORT if _port_free(HTTP_PORT) else free_port()
     demo = _start_demo_source(demo_port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         config_path = VAR / "syncd.yaml"
         data = demo_config(
             cluster.ensure_database("syncd"),
             f"http://127.0.0.1:{demo_port}",
             initial_from=time.strftime("%Y-%m-%d 00:00:00", time.gmtime(time.time() - 40 * 86400)),
-            listen=f"127.0.0.1:{metrics_port}",
+            listen=f"127.0.0.1:{http_port}",
         )
         config_path.write_text(dump(data))
-        config = load_config(config_path)
-        conn = connect(config.database)
-        try:
-            migrate(conn, config)
-        finally:
-            conn.close()
-        registry = CollectorRegistry()
-        metrics = Metrics(registry)
-        metrics.declare(config.entities)
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
         here = os.path.relpath(config_path)
         print(
             f"\nsyncd demo: PostgreSQL {cluster.dsn('syncd')}, demo source on port {demo_port}\n"
-            f"  metrics:  http://127.0.0.1:{metrics_port}/metrics\n"
-            f"  status:   .venv/bin/syncd -c {here} status\n"
+            f"  metrics:  http://127.0.0.1:{http_port}/metrics\n"
+            f"  status:   http://127.0.0.1:{http_port}/status\n"
+            f"            .venv/bin/syncd -c {here} status\n"
             f"  psql:     psql {cluster.dsn('syncd')} -c 'select count(*) from task_details'\n"
             "  Ctrl-C stops it all; the data stays in ./var\n",
             flush=True,
         )
-        engine = Engine(config, metrics, stop=stop)
-        while not stop.is_set():
-            for result in engine.sync_many(list(config.entities)):
-                print(summary_line(result), flush=True)
-            stop.wait(INTERVAL)
-    except KeyboardInterrupt:
-        pass
+        return Daemon(str(config_path)).run()
     finally:
         demo.terminate()
         demo.wait(timeout=10)
         cluster.stop()
-        print("stopped: demo source and PostgreSQL (data kept in ./var)")
-    return 0
+        print("stopped: syncd, the demo source and PostgreSQL (data kept in ./var)")
 
 
 if __name__ == "__main__":
