@@ -95,10 +95,15 @@ class Engine:
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.client = client or SourceClient(observe=metrics.observe_request)
         self.now = now
         self.sleep = sleep
         self.stop = stop or threading.Event()
+        # Retry waits end early when the daemon is stopping.
+        self.client = client or SourceClient(
+            observe=metrics.observe_request,
+            sleep=self.stop.wait,
+            should_stop=self.stop.is_set,
+        )
         self.log = SyncLog(config.database.schema)
 
     def connect(self) -> Connection:

@@ -81,10 +81,11 @@ class SourceClient:
         self,
         *,
         pool: urllib3.PoolManager | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         jitter: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: RequestObserver | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         # Retries are ours (they need the policy above), so urllib3's are off.
         self.pool = pool or urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
@@ -92,6 +93,7 @@ class SourceClient:
         self.jitter = jitter
         self.now = now
         self.observe = observe
+        self.should_stop = should_stop  # a stopping daemon does not wait out retries
 
     def fetch_page(
         self, entity: Entity, from_text: str, to_text: str, offset: int, limit: int
@@ -111,9 +113,11 @@ class SourceClient:
                 return self._try_once(entity, params)
             except _Retryable as failure:
                 last_reason = str(failure)
-                if attempt == attempts:
+                if attempt == attempts or self.should_stop():
                     break
                 self.sleep(self._delay(source, attempt, failure.wait))
+                if self.should_stop():
+                    break
         raise SourceError(
             f"{entity.name}: GET {public_url(entity.url)} failed after {attempts} "
             f"{'try' if attempts == 1 else 'tries'}: {last_reason}"
