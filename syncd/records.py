@@ -122,6 +122,11 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         if "\x00" in value:  # PostgreSQL text cannot hold NUL
             raise BadValue("text contains a NUL character")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800"
+                raise BadValue("text is not valid Unicode (a lone surrogate)") from None
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
