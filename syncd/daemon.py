@@ -315,7 +315,10 @@ class Daemon:
         if isinstance(exc, ConfigError):
             for problem in exc.problems:
                 log.error("reload.refused", problem=problem)
-            reason = str(exc)
+            # STATUS= is cut at 200 characters: say the line and key, not the file path.
+            first = exc.problems[0].removeprefix(f"{self.config_path}:")
+            more = len(exc.problems) - 1
+            reason = f"line {first}" + (f" (and {more} more)" if more else "")
         elif isinstance(exc, psycopg2.Error):
             reason = f"database: {describe_db_error(exc)}"
             log.error("reload.refused", error=reason)

@@ -115,6 +115,9 @@ class Metrics:
             for family in (self.skipped, self.fetched, self.written, self.rejected):
                 family.labels(entity=entity)
             self.request_duration.labels(entity=entity)
+            # A series from the start (code 200, at 0) so rate() has a starting point.
+            self.requests.labels(entity=entity, code="200")
+            self._codes.setdefault(entity, set()).add("200")
             self.watermark.labels(entity=entity)
             self.last_success.labels(entity=entity)
             self.preload_progress.labels(entity=entity)

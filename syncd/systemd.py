@@ -47,6 +47,9 @@ class _Sender(sdnotify.SystemdNotifier):  # type: ignore[misc]  # sdnotify has n
         except OSError:
             sock.close()
             raise
+        # A reader that stops reading (the queue holds ~10 datagrams) must not stall
+        # the loop and with it the watchdog: give up on a message after a second.
+        sock.settimeout(1.0)
         self.socket = sock
 
 
