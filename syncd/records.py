@@ -14,6 +14,7 @@ field; the rest of its page is unaffected. Conventions (CONTRACT §9):
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,8 +168,13 @@ def _timestamp(value: Any) -> datetime:
     return parse_record_time(value).replace(tzinfo=None)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(value: Any) -> str:
     if isinstance(value, str):
+        if _CANONICAL_UUID.fullmatch(value):  # the usual spelling: 5x cheaper than UUID()
+            return value
         try:
             return str(uuid.UUID(value))
         except ValueError:
@@ -243,17 +249,19 @@ class RowBuilder:
         if not isinstance(record, dict):
             return Reject(record, f"the record is {_describe(record)}, not an object")
         values: list[Any] = []
-        for name, get, convert, is_key in self.fields:
-            try:
+        append = values.append  # this loop runs for every field of every record
+        name = ""
+        try:
+            for name, get, convert, is_key in self.fields:
                 value = get(record)
-                if value is _ABSENT or value is None:
+                if value is None or value is _ABSENT:
                     if is_key:
                         return Reject(record, f"primary key field {name} is missing or null")
-                    values.append(None)
+                    append(None)
                 else:
-                    values.append(convert(value))
-            except BadValue as bad:
-                return Reject(record, f"field {name}: {bad}")
+                    append(convert(value))
+        except BadValue as bad:
+            return Reject(record, f"field {name}: {bad}")
         if self.keep_raw:
             values.append(Json(record))
         return tuple(values)

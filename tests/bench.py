@@ -8,24 +8,31 @@ What is measured, and why:
 
 1. **End to end** -- `syncd -c FILE sync task` as a subprocess, the whole data set in
    ONE window (`window.max` 1000d), pages of 1000: wall time, rows fetched per second,
-   and the process's peak RSS (`ru_maxrss` from wait4 on that very child). A pager
-   that held a window in memory would show here: memory must stay flat whatever the
-   window size.
+   and the process's peak RSS (VmHWM, polled; see `wait_measuring` for why not
+   ru_maxrss). A pager that held a window in memory would show here: memory must
+   stay flat whatever the window size.
 2. **Second pass** over the same, unchanged data (watermark reset to the start): an
    incremental run re-reads its lookback on every run, so re-reading must be cheap
    and must rewrite nothing. Checked with `pg_stat_user_tables.n_tup_upd` and with
-   every row's `xmin`; the WAL written by the pass is shown too.
+   every row's `xmin`. Shown too: the WAL the pass wrote, and how many rows it left
+   row-locked (`xmax` set): `ON CONFLICT DO UPDATE ... WHERE` locks a row even when
+   the WHERE then skips it, so the COPY path leaves unchanged rows out before that
+   and must lock none (execute_values, for small batches, still locks them).
 3. **The ceiling** -- the same rows, fetched, converted and formatted untimed, then
    COPY into a staging table + `INSERT ... SELECT ... ON CONFLICT DO UPDATE` in one
-   transaction (tests/bench_ceiling.py): the database's own upsert speed here. The
-   end-to-end rate is reported as a share of it.
+   transaction (tests/bench_ceiling.py), best of 3: the database's own upsert speed
+   here. The end-to-end rate is reported as a share of it.
 4. **Where the time goes** -- the sync once more in-process into a fresh database,
-   with timers around fetch (HTTP, JSON), convert (RowBuilder.build), upsert
-   (EntityStore.upsert) and commit, and around the hand-over between the fetcher
-   thread and the writer: whichever side waits on the other is not the bottleneck.
-   `--cprofile` adds a cProfile of both threads (slower; distorts the timers).
-5. **execute_values vs COPY** at batch sizes 100, 1000 and 5000 on the same rows, to
-   decide whether a COPY path behind `EntityStore.upsert`'s interface is worth it.
+   with timers around fetch (HTTP + gunzip, JSON decode), the paging anchors, convert
+   (RowBuilder.build), upsert (EntityStore.upsert, and inside it each step of the
+   COPY path: formatting, staging table, COPY, INSERT ... SELECT; savepoints;
+   execute_values for small batches) and commit, and around the hand-over between
+   the fetcher thread and the writer: whichever side waits on the other is not the
+   bottleneck. `--cprofile` adds a cProfile of both threads (slower; distorts the
+   timers).
+5. **execute_values vs COPY** at batch sizes 100, 1000 and 5000 on the same rows:
+   syncd's own two paths behind `EntityStore.upsert`, each forced for every batch by
+   setting `syncd.store.COPY_MIN_ROWS`, to check where its threshold should lie.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from unittest import mock
 
 import psycopg2
@@ -57,24 +64,29 @@ import psycopg2.extensions
 import urllib3
 from prometheus_client import CollectorRegistry
 from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
 
 import syncd.engine
+import syncd.paging
+import syncd.store
 from syncd import logs
 from syncd.config import Config, Entity
 from syncd.config_loader import load_config
+from syncd.copytext import CopyFormatter
 from syncd.demo_config import demo_config, dump
 from syncd.devcluster import Cluster, free_port
 from syncd.engine import Engine
+from syncd.errors import SyncdError
 from syncd.metrics import Metrics
+from syncd.paging import overlap_for
 from syncd.prefetch import Prefetched
 from syncd.records import Reject, Row, RowBuilder
-from syncd.schema import migrate
+from syncd.schema import entity_columns, migrate
 from syncd.source import SourceClient
-from syncd.store import EntityStore, Upserted
+from syncd.store import STATEMENT_ROWS, EntityStore, Upserted
 from tests.bench_ceiling import (
     Ceiling,
     Comparison,
-    CopyFormatter,
     TimedConnection,
     compare_batch_sizes,
     measure_ceiling,
@@ -255,7 +267,6 @@ class SyncdRun:
     rows_fetched: int
     rows_written: int
     run_seconds: float  # the run as sync_time records it (no start-up, no migrate)
-    output: str
 
 
 def syncd_command() -> list[str]:
@@ -326,8 +337,8 @@ def run_syncd(stack: contextlib.ExitStack, setup: Setup, config: Path, name: str
     proc = spawn(stack, [*syncd_command(), "-c", str(config), "sync", ENTITY], log_path)
     code, peak_kib, usage = wait_measuring(proc)
     seconds = time.perf_counter() - started
-    output = log_path.read_text(errors="replace")
     if code != 0:
+        output = log_path.read_text(errors="replace")
         raise RuntimeError(f"syncd exited with {code}:\n{output[-3000:]}")
     fetched, written, run_seconds = last_run(setup.dsn)
     return SyncdRun(
@@ -339,7 +350,6 @@ def run_syncd(stack: contextlib.ExitStack, setup: Setup, config: Path, name: str
         rows_fetched=fetched,
         rows_written=written,
         run_seconds=run_seconds,
-        output=output,
     )
 
 
@@ -385,10 +395,25 @@ class SecondPass:
     ins_delta: int
     xmin_changed: int
     rows_locked: int  # rows the pass left its xmax on without rewriting them
+    small_batch_rows: int  # rows it sent through execute_values (see small_batch_rows)
 
     @property
     def rewritten(self) -> int:
         return max(self.upd_delta, self.xmin_changed, self.run.rows_written)
+
+    @property
+    def locked_by_copy(self) -> int:
+        """Rows locked beyond those execute_values could have locked: the COPY path's."""
+        return max(0, self.rows_locked - self.small_batch_rows)
+
+
+def small_batch_rows(rows: int) -> int:
+    """Rows of one window of `rows` records that reach EntityStore.upsert in a batch
+    under COPY_MIN_ROWS, so through execute_values, whose ON CONFLICT ... WHERE locks
+    the unchanged rows it skips. The source does not move: the first page brings
+    PAGE_SIZE new records, each later one PAGE_SIZE - overlap; only the last is short."""
+    last = rows if rows <= PAGE_SIZE else (rows - PAGE_SIZE) % (PAGE_SIZE - overlap_for(PAGE_SIZE))
+    return last if last < syncd.store.COPY_MIN_ROWS else 0
 
 
 def second_pass(
@@ -408,6 +433,7 @@ def second_pass(
         ins_delta=after.inserted - before.inserted,
         xmin_changed=changed,
         rows_locked=after.locked - before.locked,
+        small_batch_rows=small_batch_rows(len(after.xmins)),
     )
 
 
@@ -437,7 +463,7 @@ def fetch_rows(config: Config) -> list[Row]:
 
 
 def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
-    text = CopyFormatter(entity).text(rows)  # untimed
+    text = CopyFormatter([col_type for _, col_type in entity_columns(entity)]).text(rows)  # untimed
     conn = psycopg2.connect(dsn, application_name="syncd-bench")
     try:
         return measure_ceiling(conn, entity, text, len(rows))
@@ -446,6 +472,19 @@ def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
 
 
 # --- where the time goes: one in-process run with timers ------------------------------------
+#
+# The engine runs unchanged; the timers come in as subclasses of what it builds
+# (patched into syncd.engine for the run), as wrappers of syncd.paging's anchor
+# functions, as a stand-in for the writer's cursor inside EntityStore.upsert, and by
+# overriding some private methods (SourceClient._read, EntityStore._copy and
+# _execute, Prefetched._put): `check_timers` fails the benchmark if one of them
+# never fired, rather than report a silent zero.
+
+EXPECTED_TIMERS = (
+    *("fetch", "json", "anchors", "convert", "fetcher blocked"),
+    *("upsert", "savepoints", "copy path", "copy formatting", "staging table", "COPY"),
+    *("INSERT ... SELECT", "commit", "writer waiting"),
+)
 
 
 @dataclass
@@ -490,22 +529,86 @@ class TimedRowBuilder(RowBuilder):
         return row
 
 
+def timed_calls(timers: Timers, name: str, function: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(function)
+    def timed(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            timers.add(name, started)
+
+    return timed
+
+
+class TimedCopyFormatter(CopyFormatter):
+    def __init__(self, column_types: Sequence[str], timers: Timers) -> None:
+        super().__init__(column_types)
+        self.timers = timers
+
+    def text(self, rows: Sequence[Row]) -> bytes:
+        started = time.perf_counter()
+        text = super().text(rows)
+        self.timers.add("copy formatting", started)
+        return text
+
+
+class StepCursor:
+    """Stands in for the writer's cursor inside EntityStore.upsert: times each step
+    by what it runs (the store's own statements are told apart by identity) and hands
+    everything else to the cursor itself."""
+
+    def __init__(self, cursor: Cursor, store: EntityStore, timers: Timers) -> None:
+        self.cursor = cursor
+        self.store = store
+        self.timers = timers
+
+    def _step(self, query: Any) -> str:
+        if query is self.store.create_staging:
+            return "staging table"
+        if query is self.store.from_staging:
+            return "INSERT ... SELECT"
+        if isinstance(query, str) and query.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            return "savepoints"
+        return "other statements"
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        started = time.perf_counter()
+        try:
+            self.cursor.execute(query, vars)
+        finally:
+            self.timers.add(self._step(query), started)
+
+    def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
+        started = time.perf_counter()
+        try:
+            self.cursor.copy_expert(sql, file, size)
+        finally:
+            self.timers.add("COPY", started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
 class TimedStore(EntityStore):
     def __init__(self, entity: Entity, schema: str, *, timers: Timers) -> None:
         super().__init__(entity, schema)
         self.timers = timers
+        self.formatter = TimedCopyFormatter([t for _, t in entity_columns(entity)], timers)
 
     def upsert(self, cur: Any, pairs: Sequence[tuple[Any, Row]]) -> Upserted:
-        return self.timers.timed("upsert", lambda: super(TimedStore, self).upsert(cur, pairs))
+        steps = cast(Cursor, StepCursor(cur, self, self.timers))
+        return self.timers.timed("upsert", lambda: super(TimedStore, self).upsert(steps, pairs))
+
+    def _copy(self, cur: Any, rows: list[Row]) -> int:
+        return self.timers.timed("copy path", lambda: super(TimedStore, self)._copy(cur, rows))
 
     def _execute(self, cur: Any, rows: list[Row]) -> int:
-        conn = cur.connection
-        server_before = conn.server_seconds
-        started = time.perf_counter()
-        written = super()._execute(cur, rows)
-        self.timers.add("execute_values", started)
-        self.timers.seconds["execute_values server"] += conn.server_seconds - server_before
-        return written
+        # execute_values needs the real cursor (it renders SQL against it).
+        real = cur.cursor if isinstance(cur, StepCursor) else cur
+        return self.timers.timed(
+            "execute_values", lambda: super(TimedStore, self)._execute(real, rows)
+        )
 
 
 class TimedPrefetched(Prefetched[T]):
@@ -557,6 +660,15 @@ class TimedEngine(Engine):
         return conn
 
 
+def check_timers(timers: Timers) -> None:
+    silent = [name for name in EXPECTED_TIMERS if not timers.seconds.get(name)]
+    if silent:
+        raise RuntimeError(
+            f"timers that never fired: {', '.join(silent)}; syncd's internals changed, "
+            "update the Timed* classes in tests/bench.py"
+        )
+
+
 @dataclass
 class Breakdown:
     rows: int
@@ -567,6 +679,42 @@ class Breakdown:
     profiles: list[tuple[str, cProfile.Profile]]
 
 
+@contextlib.contextmanager
+def logs_to(path: Path) -> Iterator[None]:
+    """syncd's structured logs into a file for the block (they would clutter the report)."""
+    with path.open("w") as log_file:
+        logs.configure(stream=log_file, json=True)
+        try:
+            yield
+        finally:
+            logs.configure(stream=sys.stderr)
+
+
+@contextlib.contextmanager
+def timed_engine_parts(
+    timers: Timers, fetchers: list[TimedPrefetched[Any]], profile: bool
+) -> Iterator[None]:
+    """The engine builds Timed* parts instead of its own for the block; the fetcher
+    threads it starts are appended to `fetchers` (with a cProfile if `profile`)."""
+
+    def prefetched(produce: Callable[[], Iterator[Any]], name: str) -> TimedPrefetched[Any]:
+        fetchers.append(TimedPrefetched(produce, name=name, timers=timers, profile=profile))
+        return fetchers[-1]
+
+    row_builder = functools.partial(TimedRowBuilder, timers=timers)
+    store = functools.partial(TimedStore, timers=timers)
+    find_anchor = timed_calls(timers, "anchors", syncd.paging._find_anchor)
+    anchors = timed_calls(timers, "anchors", syncd.paging._anchors)
+    with (
+        mock.patch.object(syncd.engine, "RowBuilder", row_builder),
+        mock.patch.object(syncd.engine, "EntityStore", store),
+        mock.patch.object(syncd.engine, "Prefetched", prefetched),
+        mock.patch.object(syncd.paging, "_find_anchor", find_anchor),
+        mock.patch.object(syncd.paging, "_anchors", anchors),
+    ):
+        yield
+
+
 def run_in_process(setup: Setup, use_cprofile: bool) -> Breakdown:
     dsn = setup.cluster.create_database("bench_profile")
     config = load_config(write_config(setup, dsn, "profile.yaml"))
@@ -574,27 +722,11 @@ def run_in_process(setup: Setup, use_cprofile: bool) -> Breakdown:
         migrate(conn, config)
     timers = Timers()
     engine = TimedEngine(config, timers)
-    fetchers: list[TimedPrefetched[Any]] = []
-
-    def prefetched(produce: Callable[[], Iterator[Any]], name: str) -> TimedPrefetched[Any]:
-        fetchers.append(TimedPrefetched(produce, name=name, timers=timers, profile=use_cprofile))
-        return fetchers[-1]
-
     writer_profile = cProfile.Profile() if use_cprofile else None
-    log_file = (setup.workdir / "profile.log").open("w")
-    logs.configure(stream=log_file, json=True)
+    fetchers: list[TimedPrefetched[Any]] = []
     cpu_before = time.process_time()
     started = time.perf_counter()
-    with (
-        log_file,
-        mock.patch.object(
-            syncd.engine, "RowBuilder", functools.partial(TimedRowBuilder, timers=timers)
-        ),
-        mock.patch.object(
-            syncd.engine, "EntityStore", functools.partial(TimedStore, timers=timers)
-        ),
-        mock.patch.object(syncd.engine, "Prefetched", prefetched),
-    ):
+    with logs_to(setup.workdir / "profile.log"), timed_engine_parts(timers, fetchers, use_cprofile):
         if writer_profile is not None:
             result = writer_profile.runcall(engine.sync_entity, ENTITY)
         else:
@@ -604,14 +736,14 @@ def run_in_process(setup: Setup, use_cprofile: bool) -> Breakdown:
         raise RuntimeError(f"the in-process run failed: {result.error}")
     # The engine has closed its connections, each reading its backend's CPU time first.
     timers.seconds["commit"] = sum(conn.commit_seconds for conn in engine.connections)
-    backend_cpu = sum(conn.backend_cpu_seconds for conn in engine.connections)
+    check_timers(timers)
     profiles = [("writer (main thread)", writer_profile)] if writer_profile else []
     profiles += [("fetcher thread", f.profile) for f in fetchers if f.profile is not None]
     return Breakdown(
         rows=result.fetched,
         wall=wall,
         process_cpu=time.process_time() - cpu_before,
-        backend_cpu=backend_cpu,
+        backend_cpu=sum(conn.backend_cpu_seconds for conn in engine.connections),
         seconds=dict(timers.seconds),
         profiles=profiles,
     )
@@ -653,7 +785,10 @@ def print_second_pass(second: SecondPass, rows: int) -> None:
     line("  n_tup_upd / n_tup_ins", f"+{second.upd_delta} / +{second.ins_delta}")
     line("  xmin changed", f"{second.xmin_changed} of {rows:,} rows")
     line("  sync_time.rows_written", str(run.rows_written))
-    line("  rows locked (xmax set), not rewritten", f"{second.rows_locked:,}")
+    line("  rows locked (xmax set)", f"{second.rows_locked:,}")
+    small = second.small_batch_rows
+    line("    by execute_values, at most", f"{small:,} (a last batch under COPY_MIN_ROWS)")
+    line("    by the COPY path", f"{second.locked_by_copy:,} (target 0)")
     line("WAL written", wal(run.wal_bytes, rows))
     line("peak RSS", f"{run.peak_rss_mb:.1f} MB")
     line("CPU, syncd", f"{run.cpu_seconds:.1f} s ({run.cpu_seconds / run.seconds:.0%} of a core)")
@@ -661,6 +796,7 @@ def print_second_pass(second: SecondPass, rows: int) -> None:
 
 def print_ceiling(result: Ceiling) -> None:
     print("\n== 3. ceiling: COPY to TEMP staging + INSERT ... SELECT ... ON CONFLICT, one tx ==")
+    print("  (the best of 3 tries, each into a fresh empty table)")
     line("rows", f"{result.rows:,}")
     line("COPY", f"{result.copy_seconds:.2f} s")
     line("INSERT ... SELECT ... ON CONFLICT", f"{result.upsert_seconds:.2f} s")
@@ -672,14 +808,21 @@ BREAKDOWN_LINES = (
     ("fetcher thread", ""),
     ("  fetch: HTTP request, gunzip", "http"),
     ("  fetch: JSON decode", "json"),
+    ("  paging anchors (identity of records)", "anchors"),
     ("  convert (RowBuilder.build)", "convert"),
-    ("  paging anchors, other", "fetcher other"),
+    ("  other: batches, GIL waits", "fetcher other"),
     ("  blocked on a full queue", "fetcher blocked"),
     ("writer thread", ""),
     ("  upsert (EntityStore.upsert)", "upsert"),
-    ("    of which execute_values", "execute_values"),
-    ("      formatting (mogrify, Json)", "execute_values client"),
-    ("      PostgreSQL, round trip", "execute_values server"),
+    ("    COPY path (EntityStore._copy)", "copy path"),
+    ("      formatting (CopyFormatter.text)", "copy formatting"),
+    ("      CREATE TEMP TABLE IF NOT EXISTS", "staging table"),
+    ("      COPY", "COPY"),
+    ("      INSERT ... SELECT", "INSERT ... SELECT"),
+    ("      other", "copy other"),
+    ("    execute_values (small batches)", "execute_values"),
+    ("    savepoints", "savepoints"),
+    ("    dedupe, other", "upsert other"),
     ("  commit", "commit"),
     ("  run log, other", "writer other"),
     ("  waiting for a page", "writer waiting"),
@@ -687,11 +830,16 @@ BREAKDOWN_LINES = (
 
 
 def derived(breakdown: Breakdown) -> dict[str, float]:
-    """The timers, plus what is left of each thread's wall time."""
+    """The timers, plus what is left of each thread's wall time and of each timer."""
     s: dict[str, float] = defaultdict(float, breakdown.seconds)
     s["http"] = s["fetch"] - s["json"]
-    s["execute_values client"] = s["execute_values"] - s["execute_values server"]
-    s["fetcher other"] = breakdown.wall - s["fetch"] - s["convert"] - s["fetcher blocked"]
+    s["fetcher other"] = (
+        breakdown.wall - s["fetch"] - s["anchors"] - s["convert"] - s["fetcher blocked"]
+    )
+    copy_steps = ("copy formatting", "staging table", "COPY", "INSERT ... SELECT")
+    s["copy other"] = s["copy path"] - sum(s[name] for name in copy_steps)
+    upsert_steps = ("copy path", "execute_values", "savepoints", "other statements")
+    s["upsert other"] = s["upsert"] - sum(s[name] for name in upsert_steps)
     s["writer other"] = breakdown.wall - s["upsert"] - s["commit"] - s["writer waiting"]
     return s
 
@@ -715,27 +863,36 @@ def print_breakdown(breakdown: Breakdown) -> None:
     line("CPU, syncd (both threads, one GIL)", f"{cpu:.1f} s ({cpu / wall:.0%} of a core)")
     line("CPU, its PostgreSQL backend", f"{breakdown.backend_cpu:.1f} s")
     line("bottleneck", bottleneck(breakdown))
+    # What each side could do if the other never held it up (the GIL aside).
+    fetcher_busy, writer_busy = wall - s["fetcher blocked"], wall - s["writer waiting"]
+    line(
+        "fetcher alone, at most",
+        f"{rate(breakdown.rows, fetcher_busy)} (busy {fetcher_busy:.1f} s)",
+    )
+    line("writer alone, at most", f"{rate(breakdown.rows, writer_busy)} (busy {writer_busy:.1f} s)")
     for title, profile in breakdown.profiles:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
         print(f"\n  cProfile of the {title}, top 15 by own time:")
-        body = out.getvalue().strip().splitlines()[4:]
+        body = [text for text in out.getvalue().splitlines()[4:] if text.strip()]
         print("\n".join("    " + text for text in body))
 
 
 def print_comparison(results: list[Comparison]) -> None:
     rows = results[0].rows
     print(f"\n== 5. execute_values vs COPY, fresh table, a commit per batch, {rows:,} rows ==")
-    print("  (EntityStore.upsert as syncd runs it, against CopyUpsert: COPY into a TEMP")
-    print("  staging table + INSERT ... SELECT ... ON CONFLICT, same rule, same interface;")
-    print("  'server' is time inside statements/COPY/commits, 'Python' the rest)")
+    print("  both: EntityStore.upsert, with syncd.store.COPY_MIN_ROWS forced for the run")
+    print(f"  execute_values: above every batch; statements of at most {STATEMENT_ROWS} rows")
+    print("  COPY:           1; COPY into its TEMP staging table + one INSERT ... SELECT")
+    print(f"  (syncd itself takes the COPY path from {syncd.store.COPY_MIN_ROWS} rows on)")
+    print("  server: time inside statements, COPY and commits; Python: the rest")
     header = ("batch", "method", "rows/s", "server", "Python", "backend CPU", "vs ev")
-    print("  {:>6}  {:<15} {:>8} {:>8} {:>8} {:>12} {:>6}".format(*header))
+    print("  {:>6}  {:<16} {:>8} {:>8} {:>8} {:>12} {:>6}".format(*header))
     baseline: dict[int, float] = {}
     for r in results:
         baseline.setdefault(r.batch_size, r.rows_per_second)
         print(
-            f"  {r.batch_size:>6}  {r.method:<15} {r.rows_per_second:>8,.0f} "
+            f"  {r.batch_size:>6}  {r.method:<16} {r.rows_per_second:>8,.0f} "
             f"{r.server_seconds:>7.2f}s {r.seconds - r.server_seconds:>7.2f}s "
             f"{r.backend_cpu_seconds:>11.2f}s {r.rows_per_second / baseline[r.batch_size]:>5.1f}x"
         )
@@ -772,6 +929,8 @@ def print_report(results: Results) -> None:
     line("second pass", rate(second.run.rows_fetched, second.run.seconds))
     rewrite_ok = verdict(second.rewritten == 0)
     line("rows rewritten by the second pass", f"{second.rewritten} (target 0) {rewrite_ok}")
+    locked_ok = verdict(second.locked_by_copy == 0)
+    line("rows locked by the COPY path", f"{second.locked_by_copy:,} (target 0) {locked_ok}")
     line("bottleneck", bottleneck(results.breakdown))
 
 
@@ -812,12 +971,13 @@ def benchmark(stack: contextlib.ExitStack, args: argparse.Namespace) -> Results:
         raise RuntimeError(f"{entity.table} holds {rows_in_table} rows, expected {args.tasks}")
     step("2. syncd sync task again over the same data (second pass)")
     second = second_pass(stack, setup, config_path, entity)
+    # Before the rows below exist: 200k live tuples would slow this process's GC.
+    step("4. in-process run with timers" + (" and cProfile" if args.cprofile else ""))
+    breakdown = run_in_process(setup, args.cprofile)
     step("3. fetching and converting the rows for the ceiling (untimed)")
     rows = fetch_rows(load_config(config_path))
     step("3. the ceiling")
     ceiling_ = ceiling(setup.dsn, entity, rows)
-    step("4. in-process run with timers" + (" and cProfile" if args.cprofile else ""))
-    breakdown = run_in_process(setup, args.cprofile)
     step("5. execute_values vs COPY")
     compared = rows[: args.compare_rows] if args.compare_rows else rows
     comparison = compare_batch_sizes(setup.dsn, entity, compared, BATCH_SIZES)
@@ -838,6 +998,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         step("interrupted; everything cleaned up")
         return 130
+    except (RuntimeError, SyncdError, psycopg2.Error, OSError) as exc:
+        step(f"failed, everything cleaned up: {type(exc).__name__}: {exc}")
+        return 1
     print_report(results)
     return 0
 
