@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check syncd tests
 
 types: $(STAMP)
-	$(BIN)/mypy syncd
+	$(BIN)/mypy syncd tests
 
 unit: $(STAMP) system-packages
 	$(BIN)/pytest

@@ -181,7 +181,11 @@ def test_duplicates_across_pages_are_written_and_counted_once(
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"], tweak=small_pages(40, "0s"))
     first = demo.records("task")[0]
     early = demo.modified_at("task", first["TaskId"]) - timedelta(seconds=1)
-    demo.on_request = lambda entity, params: demo.insert("task", modified=early) and None
+
+    def appear_before_the_window(entity: str, params: dict[str, str]) -> None:
+        demo.insert("task", modified=early)
+
+    demo.on_request = appear_before_the_window
     result = sync_once(config, "task")
     demo.on_request = None
 

@@ -6,6 +6,7 @@ behaviour through real HTTP and PostgreSQL is pinned in test_engine.py."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ class DriftingWindow:
         self.rows: list[dict[str, Any]] = [{"id": i, "t": i, "v": 0} for i in range(count)]
         self.next_id = count
         self.requests = 0
-        self.drift = lambda: None
+        self.drift: Callable[[], None] = lambda: None
 
     def fetch(self, offset: int, limit: int) -> list[dict[str, Any]]:
         if self.requests:

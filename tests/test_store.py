@@ -21,7 +21,7 @@ SIZES = {"execute_values": 5, "copy": COPY_MIN_ROWS + 5}
 
 
 def make_entity(**overrides: Any) -> Entity:
-    fields = {
+    fields: dict[str, Any] = {
         "name": "thing",
         "url": "http://localhost/x",
         "table": "things",
