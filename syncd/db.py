@@ -47,6 +47,12 @@ def is_connection_error(exc: BaseException) -> bool:
     return code == "" or code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for a deadlock (40P01) or a serialization failure (40001): the same
+    transaction, tried again, can succeed."""
+    return getattr(exc, "pgcode", None) in ("40P01", "40001")
+
+
 def is_data_error(exc: BaseException) -> bool:
     """True for SQLSTATE classes 22 (data) and 23 (integrity): the row is bad, retrying
     the same row can never succeed."""

@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS {schema}.sync_state (
     entity      text PRIMARY KEY,
     watermark   timestamptz,
     preload_end timestamptz,
+    preload_done_to timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Columns added after the first release of a table, for databases created before.
+ALTER TABLE {schema}.sync_state ADD COLUMN IF NOT EXISTS preload_done_to timestamptz;
 
 CREATE TABLE IF NOT EXISTS {schema}.sync_rejects (
     id          bigserial PRIMARY KEY,

@@ -33,34 +33,32 @@ class SyncLog:
 
     # -- the per-entity lock ------------------------------------------------------
 
-    def try_lock(self, conn: Connection, entity: str) -> bool:
-        """Take `entity`'s session-level advisory lock if free. Held until `unlock` or
+    def try_lock(self, conn: Connection, name: str) -> bool:
+        """Take the session-level advisory lock `name` if free. Held until `unlock` or
         until the connection ends, so a killed process never leaves it behind."""
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_name(entity),)
-            )
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,))
             row = cur.fetchone()
         conn.commit()
         return bool(row and row[0])
 
-    def unlock(self, conn: Connection, entity: str) -> None:
+    def unlock(self, conn: Connection, name: str) -> None:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_name(entity),))
+            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
         conn.commit()
 
     # -- sync_time ----------------------------------------------------------------
 
-    def close_interrupted(self, conn: Connection, entity: str) -> int:
-        """Mark `running` rows of `entity` failed. Call only while holding its lock:
-        then no live process can be running them."""
+    def close_interrupted(self, conn: Connection, entity: str, kind: str) -> int:
+        """Mark `running` rows of `entity` and `kind` failed. Call only while holding
+        the lock of that kind of run: then no live process can be running them."""
         with conn.cursor() as cur:
             cur.execute(
                 self._sql(
                     "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
-                    "error = %s WHERE entity = %s AND status = 'running' AND kind <> 'ingest'"
+                    "error = %s WHERE entity = %s AND status = 'running' AND kind = %s"
                 ),
-                (INTERRUPTED, entity),
+                (INTERRUPTED, entity, kind),
             )
             count = cur.rowcount
         conn.commit()
@@ -130,24 +128,49 @@ class SyncLog:
             (entity, watermark),
         )
 
-    def preload_end(self, cur: Cursor, entity: str) -> datetime | None:
-        cur.execute(
-            self._sql("SELECT preload_end FROM {schema}.sync_state WHERE entity = %s"), (entity,)
-        )
-        row = cur.fetchone()
-        return row[0] if row else None
+    def fix_preload_end(
+        self, cur: Cursor, entity: str, now: datetime, started_at: datetime | None = None
+    ) -> datetime:
+        """The end E of the entity's preload range, fixed the first time it is asked
+        for and never moved (CONTRACT §9); returns E.
 
-    def start_state(
-        self, cur: Cursor, entity: str, watermark: datetime, preload_end: datetime | None
-    ) -> None:
-        """The first state of an entity: where incremental sync starts (and, with
-        preload, the end `E` of the preload range, fixed once and never moved)."""
+        An entity with no state yet gets E = `now` (formatted like a toTime), and its
+        incremental sync starts there too. One that synced before its preload was
+        enabled keeps its watermark; its E is where incremental sync began:
+        `started_at` (its `window.initial_from`), else its watermark."""
         cur.execute(
             self._sql(
                 "INSERT INTO {schema}.sync_state (entity, watermark, preload_end) "
-                "VALUES (%s, %s, %s) ON CONFLICT (entity) DO NOTHING"
+                "VALUES (%s, %s, %s) ON CONFLICT (entity) DO UPDATE "
+                "SET preload_end = COALESCE({schema}.sync_state.preload_end, %s, "
+                "{schema}.sync_state.watermark, EXCLUDED.preload_end) "
+                "RETURNING preload_end"
             ),
-            (entity, watermark, preload_end),
+            (entity, now, now, started_at),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        end: datetime = row[0]
+        return end
+
+    def preload_state(self, cur: Cursor, entity: str) -> tuple[datetime | None, datetime | None]:
+        """(E, done_to): the preload's end and how far it has committed."""
+        cur.execute(
+            self._sql(
+                "SELECT preload_end, preload_done_to FROM {schema}.sync_state WHERE entity = %s"
+            ),
+            (entity,),
+        )
+        row = cur.fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_preload_done_to(self, cur: Cursor, entity: str, done_to: datetime) -> None:
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET preload_done_to = %s, updated_at = now() "
+                "WHERE entity = %s"
+            ),
+            (done_to, entity),
         )
 
     def watermarks(self, conn: Connection) -> dict[str, datetime]:
@@ -192,5 +215,12 @@ class SyncLog:
             )
 
 
-def _lock_name(entity: str) -> str:
+def incremental_lock(entity: str) -> str:
+    """The lock an entity's incremental runs hold (one instance at a time)."""
     return f"syncd:entity:{entity}"
+
+
+def preload_lock(entity: str) -> str:
+    """The lock an entity's preload holds: separate, so incremental sync goes on
+    while a long backfill runs."""
+    return f"syncd:preload:{entity}"

@@ -1,0 +1,269 @@
+"""What every kind of pull run shares: a connection holding a lock, the `sync_time`
+row, and reading one piece of time from the source into the entity's table.
+
+Reading a piece, and why it is safe to die at any instant: pages come through the
+drift-safe pager (paging.py), one page ahead in a worker thread (prefetch.py); each
+page is upserted, and committed only once the next one arrives, so the last page
+commits in the same transaction as the piece's *mark* — the incremental watermark,
+or a preload's progress. A crash leaves either the old mark (the piece is read
+again; upserts are idempotent) or the new one with all of its data.
+
+A lost database connection is retried with a new connection (the lock taken again,
+the piece read again); a deadlock likewise; a data error in a row rejects that row
+only; a source failure ends the run with the mark where the last piece left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+import structlog
+from psycopg2.extensions import cursor as Cursor
+
+from syncd.config import Config, Entity
+from syncd.db import Connection, connect, describe_db_error, is_connection_error, is_transient
+from syncd.errors import SyncdError
+from syncd.metrics import Metrics
+from syncd.paging import WindowReader
+from syncd.prefetch import Prefetched
+from syncd.records import Reject, Row, RowBuilder
+from syncd.source import SourceClient
+from syncd.store import EntityStore
+from syncd.synclog import SyncLog
+from syncd.windows import Piece, SourceTime
+
+log = structlog.get_logger("syncd.engine")
+
+DB_ATTEMPTS = 4  # tries of one piece when the database connection is lost
+DB_BACKOFF = 1.0  # seconds, doubled after each lost connection
+
+# Called in the transaction of a piece's last page, once the piece was read whole.
+Mark = Callable[[Cursor], None]
+
+
+@dataclass
+class RunResult:
+    entity: str
+    status: str  # ok, failed, skipped
+    kind: str = "incremental"
+    run_id: int | None = None
+    fetched: int = 0
+    written: int = 0
+    rejected: int = 0
+    watermark: datetime | None = None  # incremental: the committed watermark
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Batch:
+    """One page, converted: rows ready to write, records that cannot be stored."""
+
+    pairs: list[tuple[Any, Row]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    written: int = 0  # set once upserted
+
+    @property
+    def fetched(self) -> int:
+        return len(self.pairs) + len(self.rejects)
+
+
+class LostLock(SyncdError):
+    """After a reconnect another instance holds the lock: this run must end."""
+
+
+class EntityRunner:
+    """The shared machinery. Side effects come in through the constructor."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        client: SourceClient | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.now = now
+        self.sleep = sleep
+        self.stop = stop or threading.Event()
+        # Retry waits end early when the daemon is stopping.
+        self.client = client or SourceClient(
+            observe=metrics.observe_request,
+            sleep=self.stop.wait,
+            should_stop=self.stop.is_set,
+        )
+        self.log = SyncLog(config.database.schema)
+
+    def connect(self) -> Connection:
+        return connect(self.config.database)
+
+    def source_time(self, entity: Entity) -> SourceTime:
+        return SourceTime(entity.source.time_format, entity.source.timezone)
+
+    # -- the run's sync_time row ---------------------------------------------------
+
+    def finish(self, conn: Connection, result: RunResult) -> Connection:
+        """Record the run's end; the connection may be the one that broke."""
+        assert result.run_id is not None
+        result.status = "failed" if result.error else "ok"
+        for _ in range(2):
+            try:
+                conn.rollback()
+                self.log.finish_run(conn, result.run_id, result.error)
+                break
+            except psycopg2.Error:
+                close_quietly(conn)
+                try:
+                    conn = self.connect()
+                except psycopg2.Error as exc:
+                    log.error("sync.finish_unrecorded", error=describe_db_error(exc))
+                    break
+        event = log.info if result.status == "ok" else log.error
+        event(
+            "sync.finished",
+            kind=result.kind,
+            status=result.status,
+            fetched=result.fetched,
+            written=result.written,
+            rejected=result.rejected,
+            error=result.error,
+        )
+        return conn
+
+    def count_run(self, result: RunResult) -> None:
+        name = result.entity
+        if result.status == "skipped":
+            self.metrics.skipped.labels(entity=name).inc()
+            return
+        self.metrics.runs.labels(entity=name, kind=result.kind, status=result.status).inc()
+        self.metrics.duration.labels(entity=name, kind=result.kind).observe(result.seconds)
+
+    # -- one piece -------------------------------------------------------------------
+
+    def read_piece(
+        self,
+        conn: Connection,
+        lock: str,
+        entity: Entity,
+        result: RunResult,
+        piece: Piece,
+        mark: Mark,
+    ) -> tuple[Connection, bool]:
+        """Read and commit one piece; on a lost connection or a deadlock, wait and
+        read it again. Returns the connection now in use and whether the piece was
+        read whole (False: stopped early; its mark was not committed)."""
+        delay = DB_BACKOFF
+        for attempt in range(1, DB_ATTEMPTS + 1):
+            try:
+                if conn.closed:
+                    conn = self._reconnect(lock)
+                return conn, self._read_piece(conn, entity, result, piece, mark)
+            except psycopg2.Error as exc:
+                lost = is_connection_error(exc)
+                if not (lost or is_transient(exc)) or attempt == DB_ATTEMPTS:
+                    raise
+                event = "sync.db_connection_lost" if lost else "sync.db_conflict_retry"
+                log.warning(event, error=describe_db_error(exc), retry_in=delay)
+                if lost:
+                    close_quietly(conn)
+                else:  # a deadlock: the connection is fine, its transaction is not
+                    rollback_quietly(conn)
+            self.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _reconnect(self, lock: str) -> Connection:
+        conn = self.connect()
+        # The lock went with the old connection; another instance may have it now.
+        if not self.log.try_lock(conn, lock):
+            close_quietly(conn)
+            raise LostLock("another instance took the lock during a reconnect")
+        return conn
+
+    def _read_piece(
+        self, conn: Connection, entity: Entity, result: RunResult, piece: Piece, mark: Mark
+    ) -> bool:
+        source_time = self.source_time(entity)
+        from_text, to_text = source_time.format(piece.start), source_time.format(piece.end)
+        reader = WindowReader(
+            lambda offset, limit: self.client.fetch_page(entity, from_text, to_text, offset, limit),
+            entity.source.page_size,
+        )
+        builder = RowBuilder(entity)
+        store = EntityStore(entity, self.config.database.schema)
+
+        def batches() -> Iterator[Batch]:
+            for records in reader.batches(self.stop.is_set):
+                batch = Batch()
+                for record in records:
+                    row = builder.build(record)
+                    if isinstance(row, Reject):
+                        batch.rejects.append(row)
+                    else:
+                        batch.pairs.append((record, row))
+                yield batch
+
+        assert result.run_id is not None
+        pending: Batch | None = None  # written, not yet committed
+        with Prefetched(batches, name=f"fetch-{entity.name}") as pages, conn.cursor() as cur:
+            for batch in pages:
+                if pending is not None:
+                    # Another page follows, so the previous one is not the last: commit it.
+                    conn.commit()
+                    self._committed(entity, result, pending)
+                upserted = store.upsert(cur, batch.pairs)
+                batch.written = upserted.written
+                batch.rejects.extend(upserted.rejects)
+                self.log.add_rejects(cur, entity.name, result.run_id, batch.rejects)
+                self.log.add_counts(
+                    cur, result.run_id, batch.fetched, batch.written, len(batch.rejects)
+                )
+                pending = batch
+            if reader.complete:
+                mark(cur)
+            conn.commit()
+        if pending is not None:
+            self._committed(entity, result, pending)
+        log.debug(
+            "sync.piece_done",
+            window_from=from_text,
+            window_to=to_text,
+            requests=reader.requests,
+            rereads=reader.rereads,
+            complete=reader.complete,
+        )
+        return reader.complete
+
+    def _committed(self, entity: Entity, result: RunResult, batch: Batch) -> None:
+        """Count a page once its transaction committed, never before."""
+        result.fetched += batch.fetched
+        result.written += batch.written
+        result.rejected += len(batch.rejects)
+        self.metrics.fetched.labels(entity=entity.name).inc(batch.fetched)
+        self.metrics.written.labels(entity=entity.name).inc(batch.written)
+        self.metrics.rejected.labels(entity=entity.name).inc(len(batch.rejects))
+
+
+def rollback_quietly(conn: Connection) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        conn.rollback()
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def close_quietly(conn: Connection) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        conn.close()
