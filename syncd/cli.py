@@ -53,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("entities", nargs="*", metavar="ENTITY")
 
+    preload = commands.add_parser(
+        "preload",
+        help="backfill an entity's history in calendar chunks",
+        description="Run the entity's configured preload (resuming after the last "
+        "committed chunk), or with --from re-read a range by hand (moving no progress). "
+        "Timestamps: 'YYYY-MM-DD HH:MM:SS' or ISO 8601, in the source time zone "
+        "without an offset. A progress bar on a terminal, one line per chunk otherwise. "
+        "Ctrl-C stops after the page being written commits.",
+    )
+    preload.add_argument("entity", metavar="ENTITY")
+    preload.add_argument("--from", dest="start", metavar="TS", help="start of a range by hand")
+    preload.add_argument("--to", dest="end", metavar="TS", help="end of the range (default: E)")
+    preload.add_argument("--chunk", metavar="STEP", help="chunk size: 1d, 1w, 1mo, 1y (N times)")
+
     status = commands.add_parser(
         "status",
         help="per entity: watermark, last run, rows, lag, last error",
@@ -124,6 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(config, as_json=args.json)
     if args.command == "sync":
         return _sync(config, args.entities)
+    if args.command == "preload":
+        from syncd.preload_cli import run_preload
+
+        return run_preload(config, args.entity, args.start, args.end, args.chunk)
     raise UsageError(f"unknown command {args.command}")
 
 

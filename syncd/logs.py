@@ -24,7 +24,11 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
 
 
 def configure(
-    *, debug: bool = False, stream: TextIO | None = None, json: bool | None = None
+    *,
+    debug: bool = False,
+    quiet: bool = False,
+    stream: TextIO | None = None,
+    json: bool | None = None,
 ) -> None:
     """Set up structlog for the whole process. `json=None` picks by whether `stream`
     is a terminal."""
@@ -45,7 +49,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if debug else logging.INFO
+            logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
         ),
         # Resolved at each use, not now: tests and daemons may swap sys.stderr later.
         logger_factory=lambda *_: structlog.PrintLogger(stream or sys.stderr),

@@ -9,9 +9,10 @@ from psycopg2 import sql
 
 from syncd.config import Config
 from syncd.db import Connection
+from syncd.preload import describe
 
 _QUERY = """
-SELECT s.watermark,
+SELECT s.watermark, s.preload_end, s.preload_done_to,
        last.status, last.kind, last.started_at, last.finished_at,
        last.rows_fetched, last.rows_written, last.rows_rejected, last.error,
        ok.finished_at
@@ -19,11 +20,11 @@ SELECT s.watermark,
   LEFT JOIN {schema}.sync_state s ON s.entity = e.entity
   LEFT JOIN LATERAL (
         SELECT * FROM {schema}.sync_time t
-         WHERE t.entity = e.entity AND t.kind <> 'ingest'
+         WHERE t.entity = e.entity AND t.kind = 'incremental'
          ORDER BY t.started_at DESC, t.id DESC LIMIT 1) last ON true
   LEFT JOIN LATERAL (
         SELECT finished_at FROM {schema}.sync_time t
-         WHERE t.entity = e.entity AND t.status = 'ok' AND t.kind <> 'ingest'
+         WHERE t.entity = e.entity AND t.status = 'ok' AND t.kind = 'incremental'
          ORDER BY t.finished_at DESC LIMIT 1) ok ON true
 """
 
@@ -42,13 +43,15 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
         cur.execute("SELECT to_regclass(%s)", (f'"{config.database.schema}".sync_time',))
         migrated = cur.fetchone() not in (None, (None,))
         for name in config.entities:
-            row: tuple[Any, ...] | None = (None,) * 10
+            row: tuple[Any, ...] | None = (None,) * 12
             if migrated:
                 cur.execute(query, {"entity": name})
                 row = cur.fetchone()
             assert row is not None
             (
                 watermark,
+                preload_end,
+                done_to,
                 status,
                 kind,
                 started,
@@ -75,6 +78,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                     "last_rows_written": written,
                     "last_rows_rejected": rejected,
                     "last_error": error,
+                    "preload": describe(config.entities[name], preload_end, done_to),
                 }
             )
     conn.rollback()
@@ -83,7 +87,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
 
 def format_table(report: list[dict[str, Any]]) -> str:
     """The report as aligned text for a terminal."""
-    headers = ("ENTITY", "WATERMARK", "LAG", "LAST RUN", "FINISHED", "ROWS", "ERROR")
+    headers = ("ENTITY", "WATERMARK", "LAG", "LAST RUN", "FINISHED", "ROWS", "PRELOAD", "ERROR")
     lines = [headers]
     for item in report:
         lag = item["lag_seconds"]
@@ -100,6 +104,7 @@ def format_table(report: list[dict[str, Any]]) -> str:
                 item["last_status"] or "never",
                 item["last_finished_at"] or "-",
                 rows,
+                _preload_cell(item["preload"]),
                 item["last_error"] or "",
             )
         )
@@ -110,6 +115,12 @@ def format_table(report: list[dict[str, Any]]) -> str:
         out.append("  ".join([*cells, line[-1]]).rstrip())
     out.append("(ROWS: fetched/written/rejected in the last run)")
     return "\n".join(out)
+
+
+def _preload_cell(preload: dict[str, Any]) -> str:
+    if not preload["enabled"]:
+        return "-"
+    return f"{preload['chunks_done']}/{preload['chunks_total']} chunks"
 
 
 def _human_seconds(seconds: float) -> str:
