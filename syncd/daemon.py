@@ -37,13 +37,14 @@ import psycopg2
 import structlog
 from prometheus_client import CollectorRegistry
 
-from syncd.config import Config, Schedule
+from syncd.config import Config, Entity, Schedule
 from syncd.config_loader import load_config
 from syncd.db import connect, describe_db_error
 from syncd.engine import Engine, RunResult
 from syncd.errors import EXIT_OK, EXIT_USAGE, ConfigError, SyncdError
 from syncd.http_server import ServerHandle, serve
 from syncd.metrics import Metrics
+from syncd.preload import Preloader, describe
 from syncd.scheduler import Scheduler
 from syncd.schema import migrate
 from syncd.status import entity_status
@@ -52,6 +53,7 @@ from syncd.systemd import Notifier
 
 log = structlog.get_logger("syncd.daemon")
 
+PRELOAD_RECHECK = 60.0  # seconds between looks for preloads left to do
 MAX_WAIT = 5.0  # seconds: the loop ticks at least this often (health, STATUS)
 DB_WAIT_MAX = 30.0  # seconds between tries while the database is not there at start
 STOP_GRACE = 80.0  # seconds running syncs get to commit after SIGTERM (unit: 90s)
@@ -102,6 +104,9 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.stop_deadline = 0.0
+        self.preload_wake = threading.Event()
+        self.preload_thread = threading.Thread()  # replaced at start
+        self.preloading: str | None = None
         self.server: ServerHandle | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.stopping = False
@@ -142,6 +147,10 @@ class Daemon:
         )
         self.scheduler.start(self.clock(), self.wall())
         self.health.ready = (True, "ready")
+        self.preload_thread = threading.Thread(
+            target=self._preload_worker, name="preload", daemon=True
+        )
+        self.preload_thread.start()
         self.notifier.ready(self._status_line())
         log.info(
             "daemon.ready",
@@ -207,6 +216,11 @@ class Daemon:
             for name, when in synclog.last_successes(conn).items():
                 if name in config.entities:
                     self.metrics.last_success.labels(entity=name).set(when.timestamp())
+            with conn.cursor() as cur:
+                for name, entity in config.entities.items():
+                    ratio = describe(entity, *synclog.preload_state(cur, name))["ratio"]
+                    self.metrics.preload_progress.labels(entity=name).set(ratio)
+            conn.rollback()
         finally:
             conn.close()
 
@@ -231,7 +245,8 @@ class Daemon:
                 self._job_done(value)
             elif kind == "run":
                 self.scheduler.run_now(value)
-            if self.stopping and (not self.running or self.clock() > self.stop_deadline):
+            drained = not self.running and not self.preload_thread.is_alive()
+            if self.stopping and (drained or self.clock() > self.stop_deadline):
                 return EXIT_OK
 
     def _wait_time(self) -> float:
@@ -281,6 +296,59 @@ class Daemon:
             )
         self.notifier.status(self._status_line())
 
+    # -- preload -----------------------------------------------------------------
+
+    def _preload_worker(self) -> None:
+        """In its own thread: run every configured preload that is not complete, one
+        entity at a time, chunk by chunk, beside the incremental schedule (its lock
+        is its own). Looks again after a reload, and every PRELOAD_RECHECK seconds
+        (another instance may have held the lock)."""
+        try:
+            while not self.stop_syncs.is_set():
+                self._preload_pass()
+                self.preload_wake.wait(PRELOAD_RECHECK)
+                self.preload_wake.clear()
+        except Exception:  # a bug must not end preloading silently: log it loudly
+            log.exception("preload.crashed")
+        finally:
+            self.events.put(("preload_done", None))
+
+    def _preload_pass(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        preloader = Preloader(
+            runtime.config, self.metrics, client=runtime.engine.client, stop=self.stop_syncs
+        )
+        for name, entity in runtime.config.entities.items():
+            if self.stop_syncs.is_set() or self.runtime is not runtime:
+                return  # stopping, or reloaded: the next pass uses the new config
+            if not entity.preload.enabled or not self._preload_pending(preloader, entity):
+                continue
+            self.preloading = name
+            try:
+                result = preloader.preload_entity(name)
+            finally:
+                self.preloading = None
+            log.info(
+                "preload.pass_done",
+                entity=name,
+                status=result.status,
+                chunks_done=result.chunks_done,
+                chunks_total=result.chunks_total,
+                error=result.error,
+            )
+
+    def _preload_pending(self, preloader: Preloader, entity: Entity) -> bool:
+        try:
+            conn = preloader.connect()
+        except psycopg2.Error:
+            return True  # the run itself will report the database
+        try:
+            plan = preloader.progress(conn, entity)
+        finally:
+            conn.close()
+        return plan is None or plan.done < len(plan.chunks)
+
     # -- reload and stop ---------------------------------------------------------
 
     def _reload(self) -> None:
@@ -306,6 +374,7 @@ class Daemon:
             self.metrics.forget(name)
         self.metrics.declare(config.entities)
         self.scheduler.replace(_schedules(config), self.clock(), self.wall())
+        self.preload_wake.set()  # preloads added or changed by the reload
         self.runtime = Runtime(config, engine)
         self.metrics.config_reload_ok.set(1)
         self.notifier.ready(self._status_line("reloaded"))
@@ -343,12 +412,16 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.server is not None:
             self.server.shutdown()
-        if self.running:
+        if self.running or self.preload_thread.is_alive():
             # Asked twice, or the grace time ran out. Leaving now is safe: an
             # uncommitted page is rolled back by PostgreSQL and its watermark never
             # moved. os._exit, because the interpreter would otherwise wait for the
             # pool's threads at exit.
-            log.warning("daemon.stopped_with_running_syncs", running=sorted(self.running))
+            log.warning(
+                "daemon.stopped_with_running_syncs",
+                running=sorted(self.running),
+                preloading=self.preloading,
+            )
             os._exit(EXIT_OK)
         if self.pool is not None:
             self.pool.shutdown(wait=True)
@@ -402,6 +475,8 @@ class Daemon:
         count = len(runtime.config.entities) if runtime else 0
         failed = sorted(n for n, r in self.last_results.items() if r.status == "failed")
         parts = [f"{prefix}: {count} entities", f"{len(self.running)} running"]
+        if self.preloading:
+            parts.append(f"preloading {self.preloading}")
         if failed:
             parts.append(f"failing: {', '.join(failed)}")
         return ", ".join(parts)
