@@ -404,6 +404,7 @@ class Daemon:
             return True
         self.stopping = True
         self.stop_syncs.set()
+        self.preload_wake.set()  # the preload thread may be waiting for work
         self.notifier.stopping()
         log.info("daemon.stopping", running=list(self.running))
         self.stop_deadline = self.clock() + STOP_GRACE

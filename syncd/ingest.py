@@ -37,7 +37,13 @@ import psycopg2.extensions
 import structlog
 
 from syncd.config import Config, Database, Entity
-from syncd.db import Connection, connect, describe_db_error, is_connection_error
+from syncd.db import (
+    Connection,
+    connect,
+    describe_db_error,
+    is_connection_error,
+    is_transient,
+)
 from syncd.http_server import PostHandler
 from syncd.metrics import Metrics
 from syncd.records import Reject, Row, RowBuilder
@@ -49,7 +55,6 @@ log = structlog.get_logger("syncd.ingest")
 INGEST_ROUTE = "/v1/ingest/{entity}"
 BATCH_ROWS = 5000  # rows per upsert, all in the request's one transaction
 CONFLICT_RETRIES = 3  # more tries after a deadlock or a serialization failure
-CONFLICT_CODES = ("40P01", "40001")
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
 LOCK_TIMEOUT = "15s"  # the longest a push waits for a row another writer holds
 APPLICATION_NAME = "syncd-ingest"
@@ -231,7 +236,7 @@ class Ingestor:
                     if is_connection_error(exc) and not lost:
                         lost += 1
                         conn = self._reconnect(conn, run)
-                    elif exc.pgcode in CONFLICT_CODES and conflicts < CONFLICT_RETRIES:
+                    elif is_transient(exc) and conflicts < CONFLICT_RETRIES:
                         conflicts += 1
                         time.sleep(random.uniform(0.01, 0.05) * conflicts)  # let the other finish
                     else:
@@ -278,7 +283,7 @@ class Ingestor:
             failure = IngestError(f"internal error: {type(exc).__name__}", run_id)
         elif is_connection_error(exc):
             failure = Busy(f"database unavailable: {describe_db_error(exc)}", run_id)
-        elif exc.pgcode in (*CONFLICT_CODES, LOCK_NOT_AVAILABLE):
+        elif is_transient(exc) or exc.pgcode == LOCK_NOT_AVAILABLE:
             failure = Busy(f"rows held by another writer, retry: {describe_db_error(exc)}", run_id)
         else:
             failure = IngestError(f"database error: {describe_db_error(exc)}", run_id)
