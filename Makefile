@@ -1,13 +1,13 @@
 # make run  - a private PostgreSQL under ./var, the demo source and syncd, in the foreground
 # make test - lint, types and the whole test suite; sets itself up from a fresh clone
-# make bench - the end-to-end benchmark (never part of `make test`)
+# make bench - the end-to-end benchmark (never part of `make test`); make bench-preload
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench system-packages venv clean
+.PHONY: run test lint types unit bench bench-preload system-packages venv clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,9 @@ run: $(STAMP) system-packages
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m tests.bench
+
+bench-preload: $(STAMP) system-packages
+	$(BIN)/python -m tests.bench_preload
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
