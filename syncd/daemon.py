@@ -42,7 +42,8 @@ from syncd.config_loader import load_config
 from syncd.db import connect, describe_db_error
 from syncd.engine import Engine, RunResult
 from syncd.errors import EXIT_OK, EXIT_USAGE, ConfigError, SyncdError
-from syncd.http_server import ServerHandle, serve
+from syncd.http_server import PostHandler, ServerHandle, serve
+from syncd.ingest import Ingestor
 from syncd.metrics import Metrics
 from syncd.preload import Preloader, describe
 from syncd.scheduler import Scheduler
@@ -102,6 +103,7 @@ class Daemon:
         self.running: dict[str, float] = {}  # entity -> monotonic start
         self.last_results: dict[str, RunResult] = {}
         self.runtime: Runtime | None = None
+        self.ingestor: Ingestor | None = None
         self.scheduler: Scheduler | None = None
         self.stop_deadline = 0.0
         self.preload_wake = threading.Event()
@@ -141,6 +143,7 @@ class Daemon:
             last_success=self._last_successes(config),
         )
         self._seed_metrics(config)
+        self.ingestor = Ingestor(config, self.metrics)
         self.server = serve(config.http, self.registry, self)
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, config.scheduler.max_concurrent), thread_name_prefix="sync"
@@ -171,6 +174,9 @@ class Daemon:
                 try:
                     for change in migrate(conn, config):
                         log.info("migrate.applied", change=change)
+                    stale = SyncLog(config.database.schema).close_dead_ingests(conn)
+                    if stale:
+                        log.warning("ingest.interrupted_runs_closed", count=stale)
                 finally:
                     conn.close()
                 return True
@@ -376,6 +382,9 @@ class Daemon:
         self.scheduler.replace(_schedules(config), self.clock(), self.wall())
         self.preload_wake.set()  # preloads added or changed by the reload
         self.runtime = Runtime(config, engine)
+        old_ingestor, self.ingestor = self.ingestor, Ingestor(config, self.metrics)
+        if old_ingestor is not None:
+            old_ingestor.close()  # pushes under way finish on their own connections
         self.metrics.config_reload_ok.set(1)
         self.notifier.ready(self._status_line("reloaded"))
         log.info("reload.done", entities=list(config.entities))
@@ -413,6 +422,8 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.server is not None:
             self.server.shutdown()
+        if self.ingestor is not None:
+            self.ingestor.close()
         if self.running or self.preload_thread.is_alive():
             # Asked twice, or the grace time ran out. Leaving now is safe: an
             # uncommitted page is rolled back by PostgreSQL and its watermark never
@@ -466,8 +477,9 @@ class Daemon:
         self.events.put(("run", entity))
         return True
 
-    def post_routes(self) -> dict[str, Any]:
-        return {}
+    def post_routes(self) -> dict[str, PostHandler]:
+        ingestor = self.ingestor
+        return ingestor.routes() if ingestor is not None and not self.stopping else {}
 
     # -- STATUS= -----------------------------------------------------------------
 

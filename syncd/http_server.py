@@ -312,6 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
             return body
         handler, entity = match
         status, payload = handler(entity, body)
+        if status == 503:  # busy: tell well-behaved clients when to come back
+            return _json(status, payload, **{"Retry-After": "1"})
         return _json(status, payload)
 
     # -- GET -------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import threading
 import time
@@ -261,8 +260,7 @@ class Ingestor:
                 upserted = store.upsert(cur, prepared.pairs[start : start + BATCH_ROWS])
                 changed += upserted.written
                 rejects.extend(upserted.rejects)
-            storable = [Reject(jsonb_safe(reject.record), reject.reason) for reject in rejects]
-            self.log.add_rejects(cur, entity.name, run_id, storable)
+            self.log.add_rejects(cur, entity.name, run_id, rejects)
             self.log.add_counts(cur, run_id, prepared.received, changed, len(rejects))
         # finish_run's UPDATE joins the open transaction and its commit commits it all:
         # rows, rejects, counts and `ok` land together or not at all.
@@ -428,20 +426,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return "null" if value is None else "a number"
-
-
-def jsonb_safe(value: Any) -> Any:
-    """`value` in a form PostgreSQL jsonb accepts. JSON allows what jsonb refuses: NUL
-    (`\\u0000`) and lone surrogates in strings, numbers beyond a double. A rejected record
-    must still land in sync_rejects: those become U+FFFD, `?` and text."""
-    if isinstance(value, str):
-        if value.isascii() and "\x00" not in value:
-            return value
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {jsonb_safe(key): jsonb_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [jsonb_safe(item) for item in value]
-    return value

@@ -85,7 +85,8 @@ class EntityStore:
     def dedupe(self, pairs: Sequence[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
         """One row per key (ON CONFLICT cannot touch a row twice in one statement).
 
-        The later record wins, unless its version is older than the earlier one's."""
+        The later record wins, unless its version is older than the earlier one's.
+        Returned in key order."""
         chosen: dict[tuple[Any, ...], tuple[Any, Row]] = {}
         version = self.version_index
         for pair in pairs:
@@ -94,7 +95,12 @@ class EntityStore:
             if held is not None and version is not None and _older(pair[1], held[1], version):
                 continue
             chosen[key] = pair
-        return list(chosen.values())
+        # In key order: every writer (syncs, pushes, other instances) then locks rows
+        # in the same order, which is what keeps concurrent upserts from deadlocking.
+        try:
+            return [chosen[key] for key in sorted(chosen)]
+        except TypeError:  # keys that do not compare (never for one column type)
+            return list(chosen.values())
 
     def upsert(self, cur: Cursor, pairs: Sequence[tuple[Any, Row]]) -> Upserted:
         """Upsert (record, row) pairs; `record` is kept only to reject it if need be."""
@@ -185,23 +191,30 @@ def _upsert_from_staging(
     )
     others = [name for name in names if name not in entity.primary_key]
     first_key = sql.Identifier(entity.primary_key[0])
+    # Lock rows in key order, as every writer does (see EntityStore.dedupe).
+    order = sql.SQL(", ").join(
+        sql.SQL("s.{}").format(sql.Identifier(k)) for k in entity.primary_key
+    )
     head = sql.SQL(
         "WITH s AS (DELETE FROM {staging} RETURNING *) "
         "INSERT INTO {table} AS t ({columns}) SELECT {incoming} FROM s "
         "LEFT JOIN {table} AS c ON {join} "
     ).format(staging=staging, table=table, columns=columns, incoming=incoming, join=join)
     if not others:
-        return head + sql.SQL("WHERE c.{} IS NULL ON CONFLICT ({}) DO NOTHING").format(
-            first_key, keys
+        return head + sql.SQL("WHERE c.{} IS NULL ORDER BY {} ON CONFLICT ({}) DO NOTHING").format(
+            first_key, order, keys
         )
     assignments = sql.SQL(", ").join(
         sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
     )
     return head + sql.SQL(
-        "WHERE c.{key} IS NULL OR ({changed}) ON CONFLICT ({keys}) DO UPDATE SET {assign} "
-        "WHERE {guard}"
+        "WHERE c.{key} IS NULL OR ({changed}) ORDER BY {order} "
+        "ON CONFLICT ({keys}) DO UPDATE SET {assign} WHERE {guard}"
     ).format(
         key=first_key,
+        order=sql.SQL(", ").join(
+            sql.SQL("s.{}").format(sql.Identifier(k)) for k in entity.primary_key
+        ),
         changed=_changed(entity, "c", "s", others),
         keys=keys,
         assign=assignments,

@@ -17,7 +17,7 @@ from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import Json, execute_values
 
 from syncd.db import Connection
-from syncd.records import Reject
+from syncd.records import Reject, jsonb_safe
 
 INTERRUPTED = "interrupted: the syncd process running this stopped before it finished"
 
@@ -63,6 +63,29 @@ class SyncLog:
             count = cur.rowcount
         conn.commit()
         return count
+
+    def close_dead_ingests(self, conn: Connection) -> int:
+        """Mark failed the `running` ingest rows of processes on this host that are
+        gone (a push has no lock to tell; its process id does). At daemon start."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT id, pid FROM {schema}.sync_time "
+                    "WHERE kind = 'ingest' AND status = 'running' AND host = %s"
+                ),
+                (socket.gethostname(),),
+            )
+            dead = [run_id for run_id, pid in cur.fetchall() if not _alive(pid)]
+            if dead:
+                cur.execute(
+                    self._sql(
+                        "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
+                        "error = %s WHERE id = ANY(%s)"
+                    ),
+                    (INTERRUPTED, dead),
+                )
+        conn.commit()
+        return len(dead)
 
     def start_run(
         self,
@@ -204,7 +227,8 @@ class SyncLog:
     def add_rejects(
         self, cur: Cursor, entity: str, run_id: int | None, rejects: Iterable[Reject]
     ) -> None:
-        rows = [(entity, run_id, Json(r.record), r.reason) for r in rejects]
+        # As received, as far as jsonb can hold it: a reject must never fail its page.
+        rows = [(entity, run_id, Json(jsonb_safe(r.record)), r.reason) for r in rejects]
         if rows:
             execute_values(
                 cur,
@@ -213,6 +237,20 @@ class SyncLog:
                 ),
                 rows,
             )
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def incremental_lock(entity: str) -> str:

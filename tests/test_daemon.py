@@ -453,6 +453,42 @@ def test_post_sync_runs_the_entity_now_with_the_right_key_only(
     assert len(runs(pg_dsn, "entity")) == 1, "only the entity asked for runs"
 
 
+def test_push_ingest_through_the_daemon_on_both_paths_and_after_a_reload(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource, procs: Daemons
+) -> None:
+    """/v1/ingest/{entity} and an entity's ingest_path land rows; a reload keeps them."""
+    key = f"ingest-{uuid.uuid4().hex}"
+    key_file = tmp_path / "ingest-api-key"
+    key_file.write_text(key + "\n")
+    data, port = config_for(pg_dsn, demo, ["user"], every="1h")
+    data["http"]["api_key_file"] = str(key_file)
+    data["entities"]["user"]["ingest_path"] = "/insertUserDetailsBulk"
+    path = write_config(tmp_path, data)
+    syncd = procs.start(path, port)
+    syncd.wait_ready()
+    right = {"X-API-KEY": key, "Content-Type": "application/json"}
+    records = demo.records("user")[:3]
+    for record in records:
+        record["UserId"] += 1_000_000  # not in the source: only a push puts them there
+
+    first = syncd.post("/v1/ingest/user", json.dumps(records[:2]).encode(), right)
+    assert first.status == 200, first
+    assert first.json()["written"] == 2
+    assert (
+        syncd.post("/insertUserDetailsBulk", json.dumps(records[2:]).encode(), right).status == 200
+    )
+    assert syncd.post("/v1/ingest/user", b"[", right).status == 400
+
+    syncd.send(signal.SIGHUP)
+    syncd.notify.wait_for(is_ready, WAIT, "READY=1 after the reload")
+    again = syncd.post("/insertUserDetailsBulk", json.dumps(records).encode(), right)
+    assert again.status == 200, again
+    [(count,)] = query(pg_dsn, "SELECT count(*) FROM user_details WHERE user_id > 1000000")
+    assert count == 3
+    kinds = [r["kind"] for r in runs(pg_dsn, "user")]
+    assert kinds.count("ingest") == 3  # one row per accepted push, none for the 400
+
+
 # --- 8. promtool ----------------------------------------------------------------------
 
 
