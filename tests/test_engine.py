@@ -299,3 +299,24 @@ def test_a_new_column_in_the_yaml_is_added_to_the_table(
     assert sync_once(wider, "user").status == "ok"
     [(filled,)] = query(pg_dsn, "SELECT count(created_on) FROM user_details")
     assert filled == 50
+
+
+def test_a_record_jsonb_cannot_hold_is_still_rejected_and_its_page_lands(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource
+) -> None:
+    """NUL and Infinity pass json.loads but jsonb refuses them: the reject must land."""
+    config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"], tweak=small_pages(1000))
+    when = END - timedelta(days=1)
+    demo.insert("task", {"Title": "nul \u0000 inside"}, modified=when)
+    demo.insert("task", {"EstimateHours": float("inf")}, modified=when)
+    result = sync_once(config, "task")
+
+    assert result.status == "ok", result.error
+    assert result.rejected == 2
+    reasons = [r[0] for r in query(pg_dsn, "SELECT reason FROM sync_rejects ORDER BY id")]
+    assert reasons == [
+        "field Title: text contains a NUL character",
+        "field EstimateHours: expected a finite number, got inf",
+    ]
+    [(count,)] = query(pg_dsn, "SELECT count(*) FROM task_details")
+    assert count == 1200
