@@ -194,6 +194,8 @@ class Preloader(EntityRunner):
                 conn = self._run_chunks(conn, lock, entity, plan, result, on_chunk)
             except psycopg2.Error as exc:
                 result.error = f"database: {describe_db_error(exc)}"
+            except UsageError:
+                raise  # the command line was wrong: exit 2, not a failed preload
             except SyncdError as exc:
                 result.error = str(exc)
             finally:
@@ -234,7 +236,7 @@ class Preloader(EntityRunner):
                 return conn
             run = RunResult(entity.name, "failed", kind="preload")
             run.run_id = self.log.start_run(conn, entity.name, "preload", chunk.start, chunk.end)
-            mark = self._progress_mark(entity, chunk) if plan.end is not None else _no_mark
+            mark = self._chunk_mark(entity, chunk, run.run_id, advance=plan.end is not None)
             began = time.monotonic()
             with structlog.contextvars.bound_contextvars(run_id=run.run_id):
                 log.info(
@@ -270,16 +272,19 @@ class Preloader(EntityRunner):
         result.status = "ok"
         return conn
 
-    def _progress_mark(self, entity: Entity, chunk: Chunk) -> Mark:
+    def _chunk_mark(self, entity: Entity, chunk: Chunk, run_id: int, *, advance: bool) -> Mark:
+        """Committed with the chunk's last page: the chunk's `sync_time` row is `ok`
+        in the same transaction as its data (a crash right after must not leave a
+        finished chunk recorded as interrupted), and the configured preload's
+        progress moves to the chunk's end (a range by hand moves no progress)."""
+
         def mark(cur: psycopg2.extensions.cursor) -> None:
-            self.log.set_preload_done_to(cur, entity.name, chunk.end)
+            self.log.mark_ok(cur, run_id)
+            if advance:
+                self.log.set_preload_done_to(cur, entity.name, chunk.end)
 
         return mark
 
     def _set_ratio(self, plan: PreloadPlan) -> None:
         if plan.end is not None:  # only the configured preload is progress
             self.metrics.preload_progress.labels(entity=plan.entity).set(plan.ratio)
-
-
-def _no_mark(cur: psycopg2.extensions.cursor) -> None:
-    """A range read by hand moves no progress mark."""

@@ -121,6 +121,16 @@ class SyncLog:
             (fetched, written, rejected, run_id),
         )
 
+    def mark_ok(self, cur: Cursor, run_id: int) -> None:
+        """The run is done, inside the transaction that commits its last data."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET status = 'ok', finished_at = now(), error = NULL "
+                "WHERE id = %s"
+            ),
+            (run_id,),
+        )
+
     def finish_run(self, conn: Connection, run_id: int, error: str | None) -> None:
         with conn.cursor() as cur:
             cur.execute(
