@@ -56,17 +56,13 @@ class Engine(EntityRunner):
     def _locked_run(self, entity: Entity) -> RunResult:
         result = RunResult(entity.name, "failed")
         lock = incremental_lock(entity.name)
-        try:
-            conn = self.connect()
-        except psycopg2.Error as exc:
-            result.error = f"cannot connect to the database: {describe_db_error(exc)}"
-            log.error("sync.failed", error=result.error)
+        conn, error = self.open_locked(lock)
+        if conn is None:
+            result.status, result.error = ("failed", error) if error else ("skipped", None)
+            if error:
+                log.error("sync.failed", error=error)
             return result
         try:
-            if not self.log.try_lock(conn, lock):
-                log.info("sync.skipped", reason="another instance holds the entity's lock")
-                result.status = "skipped"
-                return result
             conn = self._run(conn, lock, entity, result)
             return result
         finally:

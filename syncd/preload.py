@@ -169,16 +169,11 @@ class Preloader(EntityRunner):
         result = PreloadResult(name, "failed")
         lock = preload_lock(name)
         with structlog.contextvars.bound_contextvars(entity=name):
-            try:
-                conn = self.connect()
-            except psycopg2.Error as exc:
-                result.error = f"cannot connect to the database: {describe_db_error(exc)}"
+            conn, error = self.open_locked(lock)
+            if conn is None:
+                result.status, result.error = ("failed", error) if error else ("skipped", None)
                 return result
             try:
-                if not self.log.try_lock(conn, lock):
-                    log.info("preload.skipped", reason="another instance holds the lock")
-                    result.status = "skipped"
-                    return result
                 interrupted = self.log.close_interrupted(conn, name, "preload")
                 if interrupted:
                     log.warning("preload.interrupted_runs_closed", count=interrupted)

@@ -111,6 +111,24 @@ class EntityRunner:
     def source_time(self, entity: Entity) -> SourceTime:
         return SourceTime(entity.source.time_format, entity.source.timezone)
 
+    def open_locked(self, lock: str) -> tuple[Connection | None, str | None]:
+        """A new connection holding the advisory lock `lock`, or why there is none:
+        (None, None) when another instance holds the lock (the run is skipped),
+        (None, error) when the database cannot be reached."""
+        try:
+            conn = self.connect()
+        except psycopg2.Error as exc:
+            return None, f"cannot connect to the database: {describe_db_error(exc)}"
+        try:
+            if self.log.try_lock(conn, lock):
+                return conn, None
+        except psycopg2.Error as exc:
+            close_quietly(conn)
+            return None, f"database: {describe_db_error(exc)}"
+        close_quietly(conn)
+        log.info("sync.skipped", lock=lock, reason="another instance holds the lock")
+        return None, None
+
     # -- the run's sync_time row ---------------------------------------------------
 
     def finish(self, conn: Connection, result: RunResult) -> Connection:
