@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Keeps PostgreSQL tables in step with HTTP JSON APIs.",
-        epilog="Configuration: -c FILE, else $SYNCD_CONFIG, else /etc/syncd/syncd.yaml.",
+        epilog="Configuration: -c FILE, else $SYNCD_CONFIG, else /etc/syncd/syncd.yaml. "
+        "Exit status: 0 success, 1 a sync run failed, 2 usage or configuration error. "
+        "Each command has --help. Operators' documentation: docs/operations.md and "
+        "docs/configuration.md (in /usr/share/doc/syncd when installed from the package).",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE", help="the YAML configuration file")
@@ -96,7 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "demo-source" in words:
+        # Its own options (--help included) are demo_source's: argparse would take
+        # them for ours.
+        at = words.index("demo-source")
+        if all(word.startswith("-") for word in words[:at]):
+            from syncd import demo_source
+
+            return demo_source.main(words[at + 1 :])
+    args = build_parser().parse_args(words)
     logs.configure(debug=args.debug)
     try:
         return _dispatch(args)
@@ -119,10 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "demo-source":
-        from syncd import demo_source
-
-        return demo_source.main(args.rest)
     path = args.config or default_config_path(os.environ)
     if args.command == "run":
         from syncd.daemon import Daemon
