@@ -98,7 +98,7 @@ class Daemon:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.stop_syncs = threading.Event()
         self.registry = CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, process=True)
         self.health = Health()
         self.running: dict[str, float] = {}  # entity -> monotonic start
         self.last_results: dict[str, RunResult] = {}
@@ -379,6 +379,10 @@ class Daemon:
         for name in set(old.config.entities) - set(config.entities):
             self.metrics.forget(name)
         self.metrics.declare(config.entities)
+        try:
+            self._seed_metrics(config)  # added entities: their watermark, preload ratio
+        except psycopg2.Error as exc:
+            log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
         self.scheduler.replace(_schedules(config), self.clock(), self.wall())
         self.preload_wake.set()  # preloads added or changed by the reload
         self.runtime = Runtime(config, engine)

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from syncd import __version__
 
@@ -20,8 +29,16 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, process: bool = False) -> None:
+        """`process=True` (the daemon) adds the process_* and python_* collectors:
+        CPU, memory, open files, start time (a restart shows as its change)."""
+        # `*_created` series double the count and tell nothing a dashboard uses.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
+        if process:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            registry.register(GC_COLLECTOR)
         self.runs = Counter(
             "syncd_sync_runs",
             "Sync runs by outcome.",

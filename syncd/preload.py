@@ -172,6 +172,8 @@ class Preloader(EntityRunner):
             conn, error = self.open_locked(lock)
             if conn is None:
                 result.status, result.error = ("failed", error) if error else ("skipped", None)
+                if not error:
+                    self.metrics.skipped.labels(entity=name).inc()
                 return result
             try:
                 interrupted = self.log.close_interrupted(conn, name, "preload")
