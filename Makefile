@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench bench-preload system-packages venv clean
+.PHONY: run test lint types unit bench bench-preload system-packages venv clean deb deb-check
 
 venv: $(STAMP)
 
@@ -57,4 +57,14 @@ bench-preload: $(STAMP) system-packages
 	$(BIN)/python -m tests.bench_preload
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The Debian package, dist/syncd_<version>_<arch>.deb: the application in its own venv
+# under /usr/lib/syncd, /usr/bin/syncd, the unit, /etc/syncd (packaging/deb/README.md).
+deb:
+	packaging/deb/build.sh dist
+
+# Install that package here, run it, remove and purge it, and check that nothing is left
+# (as root; installs lintian and PostgreSQL when missing): packaging/deb/check.sh.
+deb-check: deb
+	packaging/deb/check.sh
