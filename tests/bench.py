@@ -66,8 +66,8 @@ from prometheus_client import CollectorRegistry
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-import syncd.engine
 import syncd.paging
+import syncd.runner
 import syncd.store
 from syncd import logs
 from syncd.config import Config, Entity
@@ -474,7 +474,7 @@ def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
 # --- where the time goes: one in-process run with timers ------------------------------------
 #
 # The engine runs unchanged; the timers come in as subclasses of what it builds
-# (patched into syncd.engine for the run), as wrappers of syncd.paging's anchor
+# (patched into syncd.runner for the run), as wrappers of syncd.paging's anchor
 # functions, as a stand-in for the writer's cursor inside EntityStore.upsert, and by
 # overriding some private methods (SourceClient._read, EntityStore._copy and
 # _execute, Prefetched._put): `check_timers` fails the benchmark if one of them
@@ -706,9 +706,9 @@ def timed_engine_parts(
     find_anchor = timed_calls(timers, "anchors", syncd.paging._find_anchor)
     anchors = timed_calls(timers, "anchors", syncd.paging._anchors)
     with (
-        mock.patch.object(syncd.engine, "RowBuilder", row_builder),
-        mock.patch.object(syncd.engine, "EntityStore", store),
-        mock.patch.object(syncd.engine, "Prefetched", prefetched),
+        mock.patch.object(syncd.runner, "RowBuilder", row_builder),
+        mock.patch.object(syncd.runner, "EntityStore", store),
+        mock.patch.object(syncd.runner, "Prefetched", prefetched),
         mock.patch.object(syncd.paging, "_find_anchor", find_anchor),
         mock.patch.object(syncd.paging, "_anchors", anchors),
     ):
