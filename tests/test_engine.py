@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from syncd.config import Config
 from syncd.demo_source import DemoSource, parse_timestamp
 from tests.support import (
     demo_setup,
@@ -38,6 +39,14 @@ def demo() -> Iterator[DemoSource]:
         yield source
     finally:
         source.stop()
+
+
+def assert_converges(config: Config, pg_dsn: str, demo: DemoSource) -> None:
+    """Changes have stopped: one more pass whose toTime is past every change leaves
+    the table equal to the source."""
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    assert sync_once(config, "task", now=lambda: later).status == "ok"
+    assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
 
 
 def small_pages(page_size: int, lookback: str = "1m", window_max: str = "1d") -> Any:
@@ -135,10 +144,7 @@ def test_churn_converges_to_exactly_the_source(
         assert sync_once(config, "task").status == "ok"
         assert missing_below_watermark(pg_dsn, demo, "task") == {}
     demo.on_request = None
-    # Churn has stopped: one more pass whose toTime is past every change.
-    later = datetime.now(UTC) + timedelta(seconds=2)
-    assert sync_once(config, "task", now=lambda: later).status == "ok"
-    assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
+    assert_converges(config, pg_dsn, demo)
 
 
 def test_records_leaving_the_window_between_every_two_pages_are_not_lost(
@@ -168,9 +174,7 @@ def test_records_leaving_the_window_between_every_two_pages_are_not_lost(
     assert result.status == "ok", result.error
     assert len(read_so_far) > 50  # the window really did shift, many times
     assert missing_below_watermark(pg_dsn, demo, "task") == {}
-    later = datetime.now(UTC) + timedelta(seconds=2)
-    assert sync_once(config, "task", now=lambda: later).status == "ok"
-    assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
+    assert_converges(config, pg_dsn, demo)
 
 
 def test_duplicates_across_pages_are_written_and_counted_once(
