@@ -72,10 +72,18 @@ class EntityStore:
         # One round trip: quiet the "already exists" notice; keep the planner from
         # hashing the whole table to join a large batch against it (a seq scan that
         # grows with the table; the primary-key index is what the join needs).
+        column_list = sql.SQL(", ").join(map(sql.Identifier, names))
+        # The staging table has exactly the entity's columns, in row order, and COPY
+        # names them: the table's own column order (a column added later goes last)
+        # or a column it has beyond the YAML must not decide where a value lands.
         self.create_staging = sql.SQL(
             "SET LOCAL client_min_messages = warning; SET LOCAL enable_hashjoin = off; "
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}.{}) ON COMMIT DELETE ROWS"
-        ).format(self.staging, sql.Identifier(schema), sql.Identifier(entity.table))
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+            "SELECT {} FROM {}.{} WITH NO DATA"
+        ).format(self.staging, column_list, sql.Identifier(schema), sql.Identifier(entity.table))
+        self.copy_into_staging = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            self.staging, column_list
+        )
         self.from_staging = _upsert_from_staging(entity, schema, names, self.staging)
         self.formatter = CopyFormatter([col_type for _, col_type in columns])
 
@@ -113,6 +121,12 @@ class EntityStore:
             written = (
                 self._copy(cur, rows) if len(rows) >= COPY_MIN_ROWS else self._execute(cur, rows)
             )
+        except UnicodeEncodeError:
+            # COPY text must be UTF-8; a lone surrogate (JSON "\ud800") in a jsonb value
+            # cannot be. Row by row, psycopg2 sends it escaped and PostgreSQL rejects
+            # just that row.
+            cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
+            return self._row_by_row(cur, unique)
         except psycopg2.Error as exc:
             if not is_data_error(exc):
                 raise  # the caller rolls back; on a dead connection a ROLLBACK would mask why
@@ -131,9 +145,7 @@ class EntityStore:
         """COPY into the staging table, then move what changed into the table."""
         cur.execute(self.create_staging)
         text = self.formatter.text(rows)
-        cur.copy_expert(
-            sql.SQL("COPY {} FROM STDIN").format(self.staging), io.BytesIO(text), 1 << 20
-        )
+        cur.copy_expert(self.copy_into_staging, io.BytesIO(text), 1 << 20)
         cur.execute(self.from_staging)  # also empties the staging table
         return int(cur.rowcount)
 

@@ -185,3 +185,33 @@ def test_a_table_of_keys_only_inserts_new_keys(conn: Any, pg_dsn: str, path: str
     batch = records(SIZES[path])
     assert upsert(conn, entity, store, batch)[0] == len(batch)
     assert upsert(conn, entity, store, batch + records(2, start=10_000))[0] == 2
+
+
+@pytest.mark.parametrize("path", SIZES)
+def test_a_column_added_in_the_middle_of_the_yaml_gets_its_own_values(
+    conn: Any, pg_dsn: str, path: str
+) -> None:
+    """The table appends a new column at its end; values must land by name, not place."""
+    entity = make_entity()
+    setup(conn, entity)
+    columns = list(entity.columns)
+    columns.insert(2, Column("status", ("Status",), "text"))
+    wider = make_entity(columns=tuple(columns))
+    store = setup(conn, wider)
+    batch = [{**record, "Status": "open"} for record in records(SIZES[path])]
+    upsert(conn, wider, store, batch)
+    assert query(pg_dsn, "SELECT DISTINCT status, left(title, 1) FROM things") == [("open", "t")]
+
+
+@pytest.mark.parametrize("path", SIZES)
+def test_a_lone_surrogate_in_a_jsonb_value_rejects_only_its_row(
+    conn: Any, pg_dsn: str, path: str
+) -> None:
+    """COPY text cannot hold it; the batch falls back to row by row."""
+    entity = make_entity()
+    store = setup(conn, entity)
+    batch = records(SIZES[path])
+    batch[4]["Payload"] = {"s": "lone \ud800"}
+    written, rejects = upsert(conn, entity, store, batch)
+    assert written == len(batch) - 1
+    assert [r.record["Id"] for r in rejects] == [4]
