@@ -128,6 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # e.g. http.listen already in use
+        if args.debug:
+            raise
+        print(f"syncd: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except Exception as exc:  # a bug: one line still, the traceback with --debug
+        if args.debug:
+            raise
+        print(
+            f"syncd: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
 
 
 def _dispatch(args: argparse.Namespace) -> int:

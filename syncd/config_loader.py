@@ -18,6 +18,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg2
+import psycopg2.extensions
+
 from syncd.config import (
     COLUMN_TYPES,
     RAW_COLUMN,
@@ -327,6 +330,24 @@ class _Loader(TreeReader):
     def timestamp(self, tz: ZoneInfo) -> Reader[datetime]:
         return self.parsed(lambda text: parse_timestamp(text, tz), self.text_as_written)
 
+    def dsn(self, node: Node, path: str) -> str | None:
+        value = self.text(node, path)
+        if value is None:
+            return None
+        try:
+            psycopg2.extensions.parse_dsn(value)
+        except psycopg2.ProgrammingError:
+            # libpq's message quotes the part it could not read, which may be the
+            # password: say what is wrong without it.
+            self.problem(
+                node.line,
+                path,
+                "not a libpq connection string (a postgresql:// URI or key=value pairs; "
+                "percent-encode special characters in a URI)",
+            )
+            return None
+        return value
+
     def url(self, node: Node, path: str) -> str | None:
         value = self.text(node, path)
         # Not quoted back: a URL may carry a token in its query string.
@@ -416,7 +437,7 @@ class _Loader(TreeReader):
         if fields is None:
             return None
         return Database(
-            dsn=fields.req("dsn", self.text, ""),
+            dsn=fields.req("dsn", self.dsn, ""),
             password=fields.opt("password_file", self.secret_file, None),
             schema=fields.opt("schema", self.matching(_IDENTIFIER, _IDENTIFIER_RULE), "public"),
         )

@@ -144,7 +144,13 @@ class Daemon:
         )
         self._seed_metrics(config)
         self.ingestor = Ingestor(config, self.metrics)
-        self.server = serve(config.http, self.registry, self)
+        try:
+            self.server = serve(config.http, self.registry, self)
+        except OSError as exc:
+            log.error("daemon.cannot_listen", listen=f"{config.http.host}:{config.http.port}")
+            raise SyncdError(
+                f"http.listen {config.http.host}:{config.http.port}: {exc.strerror or exc}"
+            ) from None
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, config.scheduler.max_concurrent), thread_name_prefix="sync"
         )

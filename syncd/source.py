@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import urllib3
 
@@ -43,6 +43,14 @@ def public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """`url` with `params` added to any query it already has (urllib3's `fields=`
+    would append a second `?`)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float | None:
@@ -147,8 +155,7 @@ class SourceClient:
         try:
             response = self.pool.request(
                 "GET",
-                entity.url,
-                fields=params,
+                with_query(entity.url, params),
                 headers=self._headers(source),
                 timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
                 redirect=False,

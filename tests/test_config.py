@@ -989,3 +989,16 @@ def test_default_config_path() -> None:
     assert default_config_path({}) == "/etc/syncd/syncd.yaml"
     assert default_config_path({"SYNCD_CONFIG": "/srv/syncd.yaml"}) == "/srv/syncd.yaml"
     assert default_config_path({"SYNCD_CONFIG": ""}) == "/etc/syncd/syncd.yaml"
+
+
+def test_a_dsn_libpq_cannot_read_is_a_config_error_that_does_not_quote_it(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        'database:\n  dsn: "postgresql://u:s3cr%zzet@h/db"\n'
+        "entities:\n  t:\n    url: http://x/y\n    table: t\n    primary_key: [id]\n"
+        "    columns: {id: {type: bigint}}\n    window: {initial_from: '2024-01-01'}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert caught.value.problems[0].startswith(f"{path}:2: database.dsn: not a libpq")
+    assert "s3cr" not in str(caught.value.problems)

@@ -324,3 +324,17 @@ def test_a_record_jsonb_cannot_hold_is_still_rejected_and_its_page_lands(
     ]
     [(count,)] = query(pg_dsn, "SELECT count(*) FROM task_details")
     assert count == 1200
+
+
+def test_a_source_url_with_its_own_query_keeps_it_and_gets_the_window(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource
+) -> None:
+    def tweak(data: dict[str, Any]) -> None:
+        data["entities"]["user"]["url"] += "?apiVersion=2"
+
+    config = demo_setup(tmp_path, pg_dsn, demo, entities=["user"], tweak=tweak)
+    assert sync_once(config, "user").status == "ok"
+    params = demo.requests("user")[-1].params
+    assert params["apiVersion"] == "2"
+    assert "fromTime" in params and "toTime" in params
+    assert versions_in_db(pg_dsn, "user") == versions_in_source(demo, "user")
