@@ -210,7 +210,7 @@ def test_a_column_field_defaults_to_its_name_and_dots_split_paths(tmp_path: Path
 def test_entities_keep_the_order_of_the_file(tmp_path: Path) -> None:
     entity = MINIMAL.split("entities:\n")[1]
     names = ["user", "task", "inspection", "entity"]
-    text = "database: {dsn: "dbname=x"}\nentities:\n" + "".join(
+    text = "database: {dsn: 'dbname=x'}\nentities:\n" + "".join(
         entity.replace("  task:", f"  {name}:").replace("task_details", f"t_{name}")
         for name in names
     )
