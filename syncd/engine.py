@@ -98,8 +98,11 @@ class Engine(EntityRunner):
                     )
                     if not complete:
                         raise SyncdError("stopped before the window was complete")
-                    result.watermark = piece.end
-                    self.metrics.watermark.labels(entity=entity.name).set(piece.end.timestamp())
+                    if result.watermark is None or piece.end > result.watermark:
+                        # (a first piece may end before the stored watermark, which
+                        # then stays: see SyncLog.set_watermark)
+                        result.watermark = piece.end
+                        self.metrics.watermark.labels(entity=entity.name).set(piece.end.timestamp())
             except SyncdError as exc:
                 result.error = str(exc)
             except psycopg2.Error as exc:

@@ -93,21 +93,33 @@ def plan_for(
 
 
 def progress_of(
-    entity: Entity, end: datetime | None, done_to: datetime | None
+    entity: Entity,
+    end: datetime | None,
+    done_to: datetime | None,
+    done_from: datetime | None = None,
 ) -> PreloadPlan | None:
-    """Where the configured preload stands, from its state (E, done_to). None when
-    no preload is configured or it has not started (E not fixed yet)."""
+    """Where the configured preload stands, from its state (E, done_to, and the start
+    that progress belongs to). None when no preload is configured or it has not
+    started (E not fixed yet)."""
     preload = entity.preload
     if not preload.enabled or preload.from_ is None or end is None:
         return None
     source_time = SourceTime(entity.source.time_format, entity.source.timezone)
-    chunks = plan_for(entity, source_time.truncate(preload.from_), end, preload.chunk, done_to)
+    start = source_time.truncate(preload.from_)
+    if done_from is not None and start < done_from:
+        done_to = None  # `from` moved earlier: the next run starts over from it
+    chunks = plan_for(entity, start, end, preload.chunk, done_to)
     return PreloadPlan(entity.name, chunks, chunks_done(chunks, done_to), end)
 
 
-def describe(entity: Entity, end: datetime | None, done_to: datetime | None) -> dict[str, Any]:
+def describe(
+    entity: Entity,
+    end: datetime | None,
+    done_to: datetime | None,
+    done_from: datetime | None = None,
+) -> dict[str, Any]:
     """The `preload` object of `syncd status --json` and `/status`."""
-    plan = progress_of(entity, end, done_to)
+    plan = progress_of(entity, end, done_to, done_from)
     enabled = entity.preload.enabled
     return {
         "enabled": enabled,
@@ -133,22 +145,22 @@ class Preloader(EntityRunner):
                 "preload a range by hand"
             )
         source_time = self.source_time(entity)
+        start = source_time.truncate(preload.from_)
         with conn.cursor() as cur:
             end = self.log.fix_preload_end(
                 cur, entity.name, source_time.truncate(self.now()), entity.window.initial_from
             )
-            _, done_to = self.log.preload_state(cur, entity.name)
+            done_to = self.log.begin_preload(cur, entity.name, start)
         conn.commit()
-        start = source_time.truncate(preload.from_)
         chunks = plan_for(entity, start, end, preload.chunk, done_to)
         return PreloadPlan(entity.name, chunks, chunks_done(chunks, done_to), end)
 
     def progress(self, conn: Connection, entity: Entity) -> PreloadPlan | None:
         """Where the configured preload stands, changing nothing."""
         with conn.cursor() as cur:
-            end, done_to = self.log.preload_state(cur, entity.name)
+            state = self.log.preload_state(cur, entity.name)
         conn.rollback()
-        return progress_of(entity, end, done_to)
+        return progress_of(entity, *state)
 
     def preload_entity(
         self,
@@ -208,7 +220,7 @@ class Preloader(EntityRunner):
         source_time = self.source_time(entity)
         if end is None:
             with conn.cursor() as cur:
-                fixed, _ = self.log.preload_state(cur, entity.name)
+                fixed, _, _ = self.log.preload_state(cur, entity.name)
             conn.rollback()
             end = fixed or self.now()
         first, last = source_time.truncate(start), source_time.truncate(end)

@@ -67,12 +67,9 @@ class Batch:
     """One page, converted: rows ready to write, records that cannot be stored."""
 
     pairs: list[tuple[Any, Row]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)  # grows with rows PostgreSQL refused
+    fetched: int = 0  # records received, set once converted
     written: int = 0  # set once upserted
-
-    @property
-    def fetched(self) -> int:
-        return len(self.pairs) + len(self.rejects)
 
 
 class LostLock(SyncdError):
@@ -223,7 +220,7 @@ class EntityRunner:
 
         def batches() -> Iterator[Batch]:
             for records in reader.batches(self.stop.is_set):
-                batch = Batch()
+                batch = Batch(fetched=len(records))
                 for record in records:
                     row = builder.build(record)
                     if isinstance(row, Reject):
@@ -232,27 +229,35 @@ class EntityRunner:
                         batch.pairs.append((record, row))
                 yield batch
 
-        assert result.run_id is not None
-        pending: Batch | None = None  # written, not yet committed
+        run_id = result.run_id
+        assert run_id is not None
+
+        def write(cur: Cursor, batch: Batch) -> None:
+            upserted = store.upsert(cur, batch.pairs)
+            batch.written = upserted.written
+            batch.rejects.extend(upserted.rejects)
+            self.log.add_rejects(cur, entity.name, run_id, batch.rejects)
+            self.log.add_counts(cur, run_id, batch.fetched, batch.written, len(batch.rejects))
+
+        # A page is written only once the next one has arrived (or the window ended),
+        # and committed at once: the last page then commits with the mark, and no
+        # transaction (nor its row locks) stays open while the source is asked for
+        # the next page. The prefetcher keeps fetching ahead meanwhile.
+        held: Batch | None = None  # arrived, not yet written
         with Prefetched(batches, name=f"fetch-{entity.name}") as pages, conn.cursor() as cur:
             for batch in pages:
-                if pending is not None:
-                    # Another page follows, so the previous one is not the last: commit it.
+                if held is not None:
+                    write(cur, held)
                     conn.commit()
-                    self._committed(entity, result, pending)
-                upserted = store.upsert(cur, batch.pairs)
-                batch.written = upserted.written
-                batch.rejects.extend(upserted.rejects)
-                self.log.add_rejects(cur, entity.name, result.run_id, batch.rejects)
-                self.log.add_counts(
-                    cur, result.run_id, batch.fetched, batch.written, len(batch.rejects)
-                )
-                pending = batch
+                    self._committed(entity, result, held)
+                held = batch
+            if held is not None:
+                write(cur, held)
             if reader.complete:
                 mark(cur)
             conn.commit()
-        if pending is not None:
-            self._committed(entity, result, pending)
+        if held is not None:
+            self._committed(entity, result, held)
         log.debug(
             "sync.piece_done",
             window_from=from_text,

@@ -43,8 +43,7 @@ CREATE TABLE IF NOT EXISTS {schema}.sync_state (
     preload_done_to timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
--- Columns added after the first release of a table, for databases created before.
-ALTER TABLE {schema}.sync_state ADD COLUMN IF NOT EXISTS preload_done_to timestamptz;
+
 
 CREATE TABLE IF NOT EXISTS {schema}.sync_rejects (
     id          bigserial PRIMARY KEY,
@@ -57,6 +56,30 @@ CREATE TABLE IF NOT EXISTS {schema}.sync_rejects (
 CREATE INDEX IF NOT EXISTS sync_rejects_entity_rejected
     ON {schema}.sync_rejects (entity, rejected_at DESC);
 """
+
+
+# Columns added to syncd's own tables after their first release: added to databases
+# created before, and only when missing (ALTER TABLE takes an exclusive lock even
+# when IF NOT EXISTS then does nothing).
+OWN_COLUMNS_ADDED = (
+    ("sync_state", "preload_done_to", "timestamptz"),
+    ("sync_state", "preload_from", "timestamptz"),
+)
+
+
+def _add_missing_own_columns(conn: Connection, schema: str) -> None:
+    for table, column, col_type in OWN_COLUMNS_ADDED:
+        if column in _existing_columns(conn, schema, table):
+            continue
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("ALTER TABLE {}.{} ADD COLUMN {} {}").format(
+                    sql.Identifier(schema),
+                    sql.Identifier(table),
+                    sql.Identifier(column),
+                    sql.SQL(col_type),
+                )
+            )
 
 
 def entity_columns(entity: Entity) -> list[tuple[str, str]]:
@@ -146,7 +169,11 @@ def migrate(conn: Connection, config: Config) -> list[str]:
             cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            # Bounded waits: a migration (at start, or a reload on the main loop) must
+            # not hang behind a long transaction; it fails and is tried again.
+            cur.execute("SET LOCAL lock_timeout = '10s'")
             cur.execute(sql.SQL(OWN_TABLES).format(schema=sql.Identifier(schema)))
+            _add_missing_own_columns(conn, schema)
         changes: list[str] = []
         for entity in config.entities.values():
             changes.extend(_migrate_entity(conn, schema, entity))

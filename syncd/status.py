@@ -12,7 +12,7 @@ from syncd.db import Connection
 from syncd.preload import describe
 
 _QUERY = """
-SELECT s.watermark, s.preload_end, s.preload_done_to,
+SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
        last.status, last.kind, last.started_at, last.finished_at,
        last.rows_fetched, last.rows_written, last.rows_rejected, last.error,
        ok.finished_at
@@ -43,7 +43,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
         cur.execute("SELECT to_regclass(%s)", (f'"{config.database.schema}".sync_time',))
         migrated = cur.fetchone() not in (None, (None,))
         for name in config.entities:
-            row: tuple[Any, ...] | None = (None,) * 12
+            row: tuple[Any, ...] | None = (None,) * 13
             if migrated:
                 cur.execute(query, {"entity": name})
                 row = cur.fetchone()
@@ -52,6 +52,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                 watermark,
                 preload_end,
                 done_to,
+                done_from,
                 status,
                 kind,
                 started,
@@ -78,7 +79,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                     "last_rows_written": written,
                     "last_rows_rejected": rejected,
                     "last_error": error,
-                    "preload": describe(config.entities[name], preload_end, done_to),
+                    "preload": describe(config.entities[name], preload_end, done_to, done_from),
                 }
             )
     conn.rollback()

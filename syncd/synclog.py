@@ -152,11 +152,15 @@ class SyncLog:
         return row[0] if row else None
 
     def set_watermark(self, cur: Cursor, entity: str, watermark: datetime) -> None:
+        """Move the watermark forward to `watermark`, never back: with `window.max`
+        shorter than `lookback`, the first piece of a run ends before the stored
+        watermark, and everything up to that watermark is committed already."""
         cur.execute(
             self._sql(
                 "INSERT INTO {schema}.sync_state (entity, watermark, updated_at) "
                 "VALUES (%s, %s, now()) ON CONFLICT (entity) DO UPDATE "
-                "SET watermark = EXCLUDED.watermark, updated_at = now()"
+                "SET watermark = GREATEST({schema}.sync_state.watermark, EXCLUDED.watermark), "
+                "updated_at = now()"
             ),
             (entity, watermark),
         )
@@ -186,16 +190,36 @@ class SyncLog:
         end: datetime = row[0]
         return end
 
-    def preload_state(self, cur: Cursor, entity: str) -> tuple[datetime | None, datetime | None]:
-        """(E, done_to): the preload's end and how far it has committed."""
+    def preload_state(
+        self, cur: Cursor, entity: str
+    ) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """(E, done_to, done_from): the preload's end, how far it has committed, and
+        the start that progress belongs to."""
         cur.execute(
             self._sql(
-                "SELECT preload_end, preload_done_to FROM {schema}.sync_state WHERE entity = %s"
+                "SELECT preload_end, preload_done_to, preload_from FROM {schema}.sync_state "
+                "WHERE entity = %s"
             ),
             (entity,),
         )
         row = cur.fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], row[1], row[2]) if row else (None, None, None)
+
+    def begin_preload(self, cur: Cursor, entity: str, start: datetime) -> datetime | None:
+        """Record the start the preload's progress belongs to; returns how far it has
+        committed. A start moved earlier than the one the progress was made from
+        restarts the progress: the range before it was never read."""
+        _, done_to, done_from = self.preload_state(cur, entity)
+        if done_from is not None and start < done_from:
+            done_to = None
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET preload_from = %s, preload_done_to = %s "
+                "WHERE entity = %s"
+            ),
+            (start, done_to, entity),
+        )
+        return done_to
 
     def set_preload_done_to(self, cur: Cursor, entity: str, done_to: datetime) -> None:
         cur.execute(

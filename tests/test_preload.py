@@ -823,3 +823,29 @@ def test_preload_without_from_of_an_entity_without_preload_exits_2(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "entities.task.preload is not enabled" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_moving_preload_from_earlier_reads_the_added_range(tmp_path: Path, pg_dsn: str) -> None:
+    """Progress made from a later start does not count for months before it."""
+    now = datetime.now(UTC)
+    demo = DemoSource(
+        counts={"task": 3000, **NO_OTHERS},
+        start=datetime(2024, 1, 1, tzinfo=UTC),
+        end=now - timedelta(hours=1),
+        seed=11,
+    ).start()
+    try:
+        later = preload_yaml(tmp_path, pg_dsn, demo, preload_from="2025-01-01 00:00:00")
+        assert run(preload_command(later)).returncode == 0
+        early_keys = {
+            str(r["TaskId"]) for r in demo.records("task", modified_to=datetime(2025, 1, 1))
+        }
+        assert early_keys and not early_keys & set(versions_in_db(pg_dsn, "task"))
+
+        earlier = preload_yaml(tmp_path, pg_dsn, demo, preload_from="2024-01-01 00:00:00")
+        assert run(preload_command(earlier)).returncode == 0
+        stored = versions_in_db(pg_dsn, "task")
+        assert early_keys <= set(stored)
+        assert state(pg_dsn).done_to == state(pg_dsn).end
+    finally:
+        demo.stop()
