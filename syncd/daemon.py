@@ -105,6 +105,8 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: Scheduler | None = None
+        # The loop changes the scheduler; /status (an HTTP thread) reads it.
+        self.scheduler_lock = threading.Lock()
         self.stop_deadline = 0.0
         self.preload_wake = threading.Event()
         self.preload_thread = threading.Thread()  # replaced at start
@@ -151,8 +153,10 @@ class Daemon:
             raise SyncdError(
                 f"http.listen {config.http.host}:{config.http.port}: {exc.strerror or exc}"
             ) from None
+        # The scheduler enforces scheduler.max_concurrent (a reload may raise it); the
+        # pool only needs room for it, and starts threads as they are needed.
         self.pool = ThreadPoolExecutor(
-            max_workers=max(1, config.scheduler.max_concurrent), thread_name_prefix="sync"
+            max_workers=max(64, config.scheduler.max_concurrent), thread_name_prefix="sync"
         )
         self.scheduler.start(self.clock(), self.wall())
         self.health.ready = (True, "ready")
@@ -256,7 +260,8 @@ class Daemon:
             elif kind == "done":
                 self._job_done(value)
             elif kind == "run":
-                self.scheduler.run_now(value)
+                with self.scheduler_lock:
+                    self.scheduler.run_now(value)
             drained = not self.running and not self.preload_thread.is_alive()
             if self.stopping and (drained or self.clock() > self.stop_deadline):
                 return EXIT_OK
@@ -278,7 +283,8 @@ class Daemon:
         if self.stopping:
             return
         engine = self.runtime.engine
-        started = self.scheduler.due(self.clock(), self.wall())
+        with self.scheduler_lock:
+            started = self.scheduler.due(self.clock(), self.wall())
         for name in started:
             self.running[name] = self.clock()
             self.pool.submit(self._job, engine, name)
@@ -298,14 +304,20 @@ class Daemon:
         assert self.scheduler is not None
         self.running.pop(result.entity, None)
         self.last_results[result.entity] = result
+        assert self.runtime is not None
+        if result.entity not in self.runtime.config.entities:
+            # Removed by a reload while it ran: its run re-created the series.
+            self.metrics.forget(result.entity)
         if self.stopping:
             pass
         elif result.status == "skipped":  # another instance holds the entity's lock
-            self.scheduler.skipped(result.entity, self.clock(), self.wall())
+            with self.scheduler_lock:
+                self.scheduler.skipped(result.entity, self.clock(), self.wall())
         else:
-            self.scheduler.finished(
-                result.entity, self.clock(), self.wall(), ok=result.status == "ok"
-            )
+            with self.scheduler_lock:
+                self.scheduler.finished(
+                    result.entity, self.clock(), self.wall(), ok=result.status == "ok"
+                )
         self.notifier.status(self._status_line())
 
     # -- preload -----------------------------------------------------------------
@@ -317,11 +329,14 @@ class Daemon:
         (another instance may have held the lock)."""
         try:
             while not self.stop_syncs.is_set():
-                self._preload_pass()
+                try:
+                    self._preload_pass()
+                except psycopg2.Error as exc:  # the database went away: try next time
+                    log.warning("preload.pass_failed", error=describe_db_error(exc))
+                except Exception:  # a bug: log it loudly, and keep preloading
+                    log.exception("preload.crashed")
                 self.preload_wake.wait(PRELOAD_RECHECK)
                 self.preload_wake.clear()
-        except Exception:  # a bug must not end preloading silently: log it loudly
-            log.exception("preload.crashed")
         finally:
             self.events.put(("preload_done", None))
 
@@ -389,7 +404,13 @@ class Daemon:
             self._seed_metrics(config)  # added entities: their watermark, preload ratio
         except psycopg2.Error as exc:
             log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
-        self.scheduler.replace(_schedules(config), self.clock(), self.wall())
+        with self.scheduler_lock:
+            self.scheduler.replace(
+                _schedules(config),
+                self.clock(),
+                self.wall(),
+                max_concurrent=config.scheduler.max_concurrent,
+            )
         self.preload_wake.set()  # preloads added or changed by the reload
         self.runtime = Runtime(config, engine)
         old_ingestor, self.ingestor = self.ingestor, Ingestor(config, self.metrics)
@@ -473,7 +494,9 @@ class Daemon:
             report = entity_status(conn, runtime.config, self.wall())
         finally:
             conn.close()
-        plans = {item["name"]: item for item in self.scheduler.snapshot()} if self.scheduler else {}
+        with self.scheduler_lock:
+            snapshot = self.scheduler.snapshot() if self.scheduler else []
+        plans = {item["name"]: item for item in snapshot}
         for item in report:
             plan = plans.get(item["entity"], {})
             item["running"] = item["entity"] in self.running
@@ -489,7 +512,9 @@ class Daemon:
 
     def post_routes(self) -> dict[str, PostHandler]:
         ingestor = self.ingestor
-        return ingestor.routes() if ingestor is not None and not self.stopping else {}
+        # Kept while draining: a push is short, and a 404 would tell its client the
+        # path is gone for good.
+        return ingestor.routes() if ingestor is not None else {}
 
     # -- STATUS= -----------------------------------------------------------------
 
