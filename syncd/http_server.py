@@ -382,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
         if encoding is not None and length is not None:
             return _error(400, "both Transfer-Encoding and Content-Length")  # smuggling
         if encoding is None and length is None:
-            return _error(411, "Content-Length required")
+            return b""  # RFC 9112 6.3: a request with neither has no body
         if encoding is not None and encoding.strip().lower() != "chunked":
             return _error(501, f"unsupported Transfer-Encoding {encoding!r}")
         if length is not None:
