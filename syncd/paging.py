@@ -20,7 +20,11 @@ How syncd pages, so that no shift loses a record:
 * Re-reads are bounded per window; past the bound the window fails with
   `PagingError`, nothing is committed for it and the watermark stays where it was.
 
-Each record is yielded once per consistent read, so overlap never counts twice.
+Records in the overlap are never yielded twice. A record can be yielded again only
+when more records appear before the read position between two requests than a page
+less its overlap (the pager cannot tell that from a shift down, and re-reads): then
+some are fetched twice, harmlessly (the upsert rewrites nothing), and counted twice
+in `rows_fetched`, never in `rows_written`.
 """
 
 from __future__ import annotations

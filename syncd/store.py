@@ -27,6 +27,7 @@ only the bad rows are rejected and the rest of the page lands.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class EntityStore:
         # No casts: INSERT ... VALUES coerces each value to its column's type, and
         # casts in the template cost the server about 30% more CPU per row.
         self.template = "(" + ", ".join("%s" for _ in columns) + ")"
-        self.staging = sql.Identifier(f"syncd_stage_{entity.table}")
+        self.staging = sql.Identifier(_staging_name(schema, entity.table))
         # One round trip: quiet the "already exists" notice; keep the planner from
         # hashing the whole table to join a large batch against it (a seq scan that
         # grows with the table; the primary-key index is what the join needs).
@@ -166,6 +167,13 @@ class EntityStore:
             else:
                 cur.execute("RELEASE SAVEPOINT syncd_row")
         return Upserted(written, rejects)
+
+
+def _staging_name(schema: str, table: str) -> str:
+    """A per-session temp table name unique to the target, within PostgreSQL's 63
+    bytes (a truncated name could be shared by two long table names)."""
+    digest = hashlib.sha1(f"{schema}.{table}".encode()).hexdigest()[:10]
+    return f"syncd_stage_{table[:30]}_{digest}"
 
 
 def _older(candidate: Row, held: Row, version_index: int) -> bool:
