@@ -48,7 +48,7 @@ FORMATTERS: dict[str, Formatter] = {
     "uuid": str,
     "integer": str,
     "bigint": str,
-    "numeric": str,
+    "numeric": str,  # int, Decimal; a float's str is its repr
     "double precision": repr,
     "boolean": _boolean,
     "date": _iso,

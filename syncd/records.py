@@ -86,7 +86,9 @@ def _numeric(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"expected a finite number, got {value}")
-        return Decimal(repr(value))
+        # Kept a float: its repr is the shortest text that reads back as the same
+        # number, which is what both COPY and psycopg2 send for a numeric column.
+        return value
     if isinstance(value, str):
         try:
             number = Decimal(value.strip())
@@ -235,9 +237,11 @@ class RowBuilder:
     def __init__(self, entity: Entity) -> None:
         tz = entity.source.timezone
         self.keep_raw = entity.keep_raw
+        # (name, top-level key or None, getter for a dotted path, converter, is key)
         self.fields = [
             (
                 ".".join(col.field),
+                col.field[0] if len(col.field) == 1 else None,
                 _getter(col.field),
                 converter_for(col.type, tz),
                 col.name in entity.primary_key,
@@ -249,11 +253,14 @@ class RowBuilder:
         if not isinstance(record, dict):
             return Reject(record, f"the record is {_describe(record)}, not an object")
         values: list[Any] = []
-        append = values.append  # this loop runs for every field of every record
+        # This loop runs for every field of every record: a plain key is read with
+        # the dict's own get (absent and null both give None: both store NULL).
+        append = values.append
+        lookup = record.get
         name = ""
         try:
-            for name, get, convert, is_key in self.fields:
-                value = get(record)
+            for name, key, get, convert, is_key in self.fields:
+                value = lookup(key) if key is not None else get(record)
                 if value is None or value is _ABSENT:
                     if is_key:
                         return Reject(record, f"primary key field {name} is missing or null")

@@ -42,7 +42,7 @@ def convert(kind: str, value: Any) -> Any:
         ("integer", 7.0, 7),
         ("integer", "-12", -12),
         ("bigint", 2**40, 2**40),
-        ("numeric", 1.1, Decimal("1.1")),
+        ("numeric", 1.1, 1.1),  # kept a float: its repr is what PostgreSQL reads
         ("numeric", "3.14159", Decimal("3.14159")),
         ("double precision", 2, 2.0),
         ("boolean", False, False),
