@@ -139,12 +139,12 @@ class Daemon:
         if not self._wait_for_database(config):
             return EXIT_OK  # stopped while waiting
         self.runtime = Runtime(config, Engine(config, self.metrics, stop=self.stop_syncs))
+        successes = self._seed_metrics(config)
         self.scheduler = Scheduler(
             _schedules(config),
             config.scheduler.max_concurrent,
-            last_success=self._last_successes(config),
+            last_success={name: successes.get(name) for name in config.entities},
         )
-        self._seed_metrics(config)
         self.ingestor = Ingestor(config, self.metrics)
         try:
             self.server = serve(config.http, self.registry, self)
@@ -213,23 +213,18 @@ class Daemon:
                 return True
         return False
 
-    def _last_successes(self, config: Config) -> dict[str, datetime | None]:
-        conn = connect(config.database)
-        try:
-            found = SyncLog(config.database.schema).last_successes(conn)
-        finally:
-            conn.close()
-        return {name: found.get(name) for name in config.entities}
-
-    def _seed_metrics(self, config: Config) -> None:
-        """Gauges that describe the database's state, not this process's work."""
+    def _seed_metrics(self, config: Config) -> dict[str, datetime]:
+        """Gauges that describe the database's state, not this process's work.
+        Returns when each entity last synced successfully (the scheduler's daily
+        catch-up needs it too)."""
         conn = connect(config.database)
         try:
             synclog = SyncLog(config.database.schema)
             for name, mark in synclog.watermarks(conn).items():
                 if name in config.entities:
                     self.metrics.watermark.labels(entity=name).set(mark.timestamp())
-            for name, when in synclog.last_successes(conn).items():
+            successes = synclog.last_successes(conn)
+            for name, when in successes.items():
                 if name in config.entities:
                     self.metrics.last_success.labels(entity=name).set(when.timestamp())
             with conn.cursor() as cur:
@@ -239,6 +234,7 @@ class Daemon:
             conn.rollback()
         finally:
             conn.close()
+        return successes
 
     # -- the loop ----------------------------------------------------------------
 
@@ -301,23 +297,23 @@ class Daemon:
         self.events.put(("done", result))
 
     def _job_done(self, result: RunResult) -> None:
-        assert self.scheduler is not None
-        self.running.pop(result.entity, None)
-        self.last_results[result.entity] = result
-        assert self.runtime is not None
-        if result.entity not in self.runtime.config.entities:
+        assert self.runtime is not None and self.scheduler is not None
+        name = result.entity
+        self.running.pop(name, None)
+        if name not in self.runtime.config.entities:
             # Removed by a reload while it ran: its run re-created the series.
-            self.metrics.forget(result.entity)
-        if self.stopping:
-            pass
-        elif result.status == "skipped":  # another instance holds the entity's lock
-            with self.scheduler_lock:
-                self.scheduler.skipped(result.entity, self.clock(), self.wall())
+            self.metrics.forget(name)
+            self.last_results.pop(name, None)
         else:
+            self.last_results[name] = result
+        if not self.stopping:
             with self.scheduler_lock:
-                self.scheduler.finished(
-                    result.entity, self.clock(), self.wall(), ok=result.status == "ok"
-                )
+                if result.status == "skipped":  # another instance holds the lock
+                    self.scheduler.skipped(name, self.clock(), self.wall())
+                else:
+                    self.scheduler.finished(
+                        name, self.clock(), self.wall(), ok=result.status == "ok"
+                    )
         self.notifier.status(self._status_line())
 
     # -- preload -----------------------------------------------------------------
@@ -400,8 +396,9 @@ class Daemon:
         for name in set(old.config.entities) - set(config.entities):
             self.metrics.forget(name)
         self.metrics.declare(config.entities)
+        successes: dict[str, datetime] = {}
         try:
-            self._seed_metrics(config)  # added entities: their watermark, preload ratio
+            successes = self._seed_metrics(config)  # added entities: watermark, preload
         except psycopg2.Error as exc:
             log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
         with self.scheduler_lock:
@@ -409,10 +406,11 @@ class Daemon:
                 _schedules(config),
                 self.clock(),
                 self.wall(),
+                last_success={name: successes.get(name) for name in config.entities},
                 max_concurrent=config.scheduler.max_concurrent,
             )
-        self.preload_wake.set()  # preloads added or changed by the reload
         self.runtime = Runtime(config, engine)
+        self.preload_wake.set()  # preloads added or changed: with the new config
         old_ingestor, self.ingestor = self.ingestor, Ingestor(config, self.metrics)
         if old_ingestor is not None:
             old_ingestor.close()  # pushes under way finish on their own connections

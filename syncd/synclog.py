@@ -34,18 +34,13 @@ class SyncLog:
     # -- the per-entity lock ------------------------------------------------------
 
     def try_lock(self, conn: Connection, name: str) -> bool:
-        """Take the session-level advisory lock `name` if free. Held until `unlock` or
-        until the connection ends, so a killed process never leaves it behind."""
+        """Take the session-level advisory lock `name` if free. Held until the
+        connection ends (runs close theirs), so a killed process never leaves it behind."""
         with conn.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,))
             row = cur.fetchone()
         conn.commit()
         return bool(row and row[0])
-
-    def unlock(self, conn: Connection, name: str) -> None:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
-        conn.commit()
 
     # -- sync_time ----------------------------------------------------------------
 
