@@ -91,7 +91,7 @@ class Engine(EntityRunner):
         result.watermark = stored
         with structlog.contextvars.bound_contextvars(run_id=result.run_id):
             log.info("sync.started", window_from=iso(window_from), window_to=iso(window_to))
-            try:
+            with self.recording_errors(result):
                 for piece in pieces:
                     conn, complete = self.read_piece(
                         conn, lock, entity, result, piece, self._watermark_mark(entity, piece)
@@ -103,13 +103,6 @@ class Engine(EntityRunner):
                         # then stays: see SyncLog.set_watermark)
                         result.watermark = piece.end
                         self.metrics.watermark.labels(entity=entity.name).set(piece.end.timestamp())
-            except SyncdError as exc:
-                result.error = str(exc)
-            except psycopg2.Error as exc:
-                result.error = f"database: {describe_db_error(exc)}"
-            except Exception as exc:  # a bug: record it, never take the process down
-                log.exception("sync.crashed")
-                result.error = f"internal error: {type(exc).__name__}: {exc}"
             conn = self.finish(conn, result)
         return conn
 

@@ -253,16 +253,12 @@ class Preloader(EntityRunner):
                     chunk_from=chunk.start.isoformat(),
                     chunk_to=chunk.end.isoformat(),
                 )
-                try:
+                with self.recording_errors(run):
                     conn, complete = self.read_piece(
                         conn, lock, entity, run, Piece(chunk.start, chunk.end), mark
                     )
                     if not complete:
                         run.error = "stopped before the chunk was complete"
-                except SyncdError as exc:
-                    run.error = str(exc)
-                except psycopg2.Error as exc:
-                    run.error = f"database: {describe_db_error(exc)}"
                 conn = self.finish(conn, run)
             run.seconds = time.monotonic() - began
             self.count_run(run)

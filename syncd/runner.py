@@ -126,7 +126,23 @@ class EntityRunner:
         log.info("sync.skipped", lock=lock, reason="another instance holds the lock")
         return None, None
 
-    # -- the run's sync_time row ---------------------------------------------------
+    # -- the run's sync_time row -----------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def recording_errors(result: RunResult) -> Iterator[None]:
+        """Whatever ends a run early becomes its one-line error (for `sync_time`, the
+        log and the command line); a bug is logged with its traceback but never takes
+        the process down."""
+        try:
+            yield
+        except SyncdError as exc:
+            result.error = str(exc)
+        except psycopg2.Error as exc:
+            result.error = f"database: {describe_db_error(exc)}"
+        except Exception as exc:
+            log.exception("sync.crashed")
+            result.error = f"internal error: {type(exc).__name__}: {exc}"
 
     def finish(self, conn: Connection, result: RunResult) -> Connection:
         """Record the run's end; the connection may be the one that broke."""
