@@ -55,6 +55,9 @@ _DURATION_UNITS = {
     "d": timedelta(days=1),
 }
 _DURATION_HINT = "expected a whole number and a unit: ms, s, m (minutes), h or d, e.g. 30s or 5m"
+# Longer durations only overflow date arithmetic (a lookback of a million days reaches
+# before year 1) and mean nothing to a schedule or a timeout.
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -68,9 +71,12 @@ def parse_duration(text: str) -> timedelta:
             raise ValueError(f"{text!r} is a calendar step, not a duration; {_DURATION_HINT}")
         raise ValueError(f"{text!r} is not a duration; {_DURATION_HINT}")
     try:
-        return int(match[1]) * _DURATION_UNITS[match[2]]
+        duration = int(match[1]) * _DURATION_UNITS[match[2]]
     except OverflowError:
-        raise ValueError(f"{text!r} is too long a duration") from None
+        duration = MAX_DURATION * 2
+    if duration > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than 3650d, the longest duration syncd accepts")
+    return duration
 
 
 _SIZE = re.compile(r"([0-9]+)(KiB|MiB|GiB)?")
@@ -94,6 +100,7 @@ def parse_size(text: str | int) -> int:
 
 _STEP = re.compile(r"([0-9]+)(d|w|mo|y)")
 _STEP_UNITS: dict[str, Literal["d", "w", "mo", "y"]] = {"d": "d", "w": "w", "mo": "mo", "y": "y"}
+_STEP_MAX = {"d": 36525, "w": 5218, "mo": 1200, "y": 100}  # 100 years
 
 
 def parse_calendar_step(text: str) -> CalendarStep:
@@ -108,6 +115,8 @@ def parse_calendar_step(text: str) -> CalendarStep:
     count = int(match[1])
     if count < 1:
         raise ValueError(f"{text!r}: a calendar step must be at least 1")
+    if count > _STEP_MAX[match[2]]:
+        raise ValueError(f"{text!r} is longer than 100 years, the longest calendar step")
     return CalendarStep(count, _STEP_UNITS[match[2]])
 
 
@@ -119,16 +128,23 @@ _TIMESTAMP = re.compile(
 )
 
 
+# Years a configured timestamp may name: window and chunk arithmetic stays within what
+# datetime holds, and every year formats as four digits that strptime reads back.
+FIRST_YEAR, LAST_YEAR = 1900, 9000
+
+
 def parse_timestamp(text: str, tz: ZoneInfo) -> datetime:
     """`YYYY-MM-DD HH:MM:SS` or ISO 8601 (`T` or space, optional seconds and
     fraction, optional `Z`/`±HH:MM`; a date alone is midnight). Without an
     offset the time is read in `tz`. Always returns an aware datetime: in `tz`
     when no offset was given (so a wall time in a repeated DST hour compares
     unequal to any time in another zone, PEP 495; compare in UTC), else in the
-    given fixed offset."""
+    given fixed offset. Years FIRST_YEAR to LAST_YEAR."""
     match = _TIMESTAMP.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a timestamp; expected YYYY-MM-DD HH:MM:SS or ISO 8601")
+    if not FIRST_YEAR <= int(match["year"]) <= LAST_YEAR:
+        raise ValueError(f"{text!r}: the year must be between {FIRST_YEAR} and {LAST_YEAR}")
     fraction = (match["fraction"] or "")[:6].ljust(6, "0")  # finer than microseconds: cut
     year, month, day, hour, minute, second = (
         int(match[name] or 0) for name in ("year", "month", "day", "hour", "minute", "second")
@@ -219,14 +235,22 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return config
 
 
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a thousand entities take well under 2 MiB
+
+
 def _read_text(file: str) -> str:
     # These problems have no key path and, for a missing file, no line either.
     try:
-        data = Path(file).read_bytes()
+        with open(file, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [f"{file}: cannot read the configuration: {exc.strerror or exc.__class__.__name__}"]
         ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [f"{file}: the configuration is larger than 16 MiB; is it the right file?"]
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -251,6 +275,7 @@ _VERSION_TYPES = (
     "numeric",
     "double precision",
 )
+MAX_PAGE_SIZE = 100_000  # records per request
 _RESERVED_TABLES = ("sync_time", "sync_state", "sync_rejects")  # syncd's own, same schema
 _BUILTIN_PATHS = ("/metrics", "/healthz", "/readyz", "/status")
 
@@ -352,7 +377,8 @@ class _Loader(TreeReader):
         value = self.text(node, path)
         # Not quoted back: a URL may carry a token in its query string.
         if value is not None and not _is_http_url(value):
-            self.problem(node.line, path, "expected an http:// or https:// URL with a host")
+            message = "expected an http:// or https:// URL with a host (and a port up to 65535)"
+            self.problem(node.line, path, message)
             return None
         return value
 
@@ -395,8 +421,14 @@ class _Loader(TreeReader):
         is searched first; then the folder of the config file."""
         relative = Path(name)
         credentials = self.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and not relative.is_absolute() and (Path(credentials) / relative).exists():
-            return Path(credentials) / relative
+        if credentials and not relative.is_absolute():
+            candidate = Path(credentials) / relative
+            try:
+                found = candidate.exists()
+            except OSError:  # e.g. a folder we may not search: reading it will say why
+                found = True
+            if found:
+                return candidate
         return self.config_dir / relative  # an absolute `relative` replaces config_dir
 
     def credentials_note(self, name: str) -> str:
@@ -479,7 +511,7 @@ class _Loader(TreeReader):
             api_key = fields.opt("api_key_file", self.secret_file, api_key)
             api_key = fields.opt("api_key_env", self.env_secret, api_key)
         header = self.matching(_HEADER_NAME, "a header name")
-        page_size = self.integer(2, " (consecutive pages overlap by one record)")
+        page_size = self.integer(2, " (consecutive pages overlap by one record)", MAX_PAGE_SIZE)
         return SourceConfig(
             api_key=api_key,
             api_key_header=fields.opt("api_key_header", header, base.api_key_header),
@@ -759,8 +791,11 @@ class _Loader(TreeReader):
 
 
 def _is_http_url(text: str) -> bool:
+    if any(c.isspace() for c in text):
+        return False
     try:
         parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError for a port over 65535)
     except ValueError:  # e.g. a malformed IPv6 host
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -13,16 +13,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import yaml
 
 T = TypeVar("T")
-
-# The tag the resolver gives the `<<` key of a YAML merge (`<<: *defaults`).
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True)
@@ -69,23 +66,51 @@ def is_null(node: Node | None) -> bool:
 
 # --- composing -------------------------------------------------------------------------------
 
+# Bounds no real configuration comes near, so that a hostile file (YAML aliases that
+# expand without end, nesting thousands deep) is refused at once, in bounded memory,
+# instead of running for minutes or overflowing the stack. A thousand entities with
+# ten columns each make about 80,000 values, nested 6 deep.
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000  # every mapping, list and scalar, each alias counted expanded
+
+# What YAML allows in a file: tab, newlines and printable characters (YAML 1.1, 5.1).
+_NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# libyaml parses several times faster than PyYAML's pure-Python parser, and gives the
+# same events and marks; it is in PyYAML's wheels, but may be missing from a build.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Refused(Exception):
+    """The document is beyond what a configuration can be: stop reading it."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.problem = YamlProblem(line, "", message)
+
 
 def compose(text: str) -> tuple[Node | None, list[YamlProblem]]:
     """Parse one YAML document. Returns (None, []) for an empty document and
-    (None, [problem]) when the text is not YAML at all."""
-    loader = yaml.SafeLoader(text)
+    (None, [problem]) when the text is not YAML or exceeds MAX_DEPTH or MAX_VALUES."""
+    bad = _NOT_YAML.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        message = (
+            f"invalid YAML: the character U+{ord(bad[0]):04X} is not allowed "
+            "(only tab, newlines and printable characters are)"
+        )
+        return None, [YamlProblem(line, "", message)]
+    loader = None
     try:
-        try:
-            root = loader.get_single_node()
-        except yaml.YAMLError as exc:
-            return None, [_syntax_problem(exc)]
-        if root is None:
-            return None, []
+        loader = _Loader(text)
         builder = _Builder(loader)
-        tree = builder.build(root, root.start_mark.line + 1, "")
-        return tree, builder.problems
+        return builder.document(), builder.problems
+    except _Refused as refused:
+        return None, [refused.problem]
+    except yaml.YAMLError as exc:
+        return None, [_syntax_problem(exc)]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _syntax_problem(exc: yaml.YAMLError) -> YamlProblem:
@@ -99,85 +124,204 @@ def _syntax_problem(exc: yaml.YAMLError) -> YamlProblem:
     return YamlProblem(1, "", "invalid YAML")
 
 
+@dataclass
+class _Open:
+    """A mapping or list whose end event has not come yet."""
+
+    line: int  # where it is declared (its key's line inside a mapping)
+    path: str
+    anchor: str | None
+    items: list[Node] | None  # a list's items; None for a mapping
+    entries: dict[str, Node] = field(default_factory=dict)
+    merged: list[Map] = field(default_factory=list)
+    # A mapping between its key and that key's value: the key, the key's line, and
+    # what to do with the value (store it, merge it, or drop it after a problem).
+    key: tuple[str, int, str] | None = None
+    values: int = 1  # itself and everything in it, aliases expanded
+    height: int = 1  # levels, itself included
+
+
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader) -> None:
-        self._loader = loader
-        self._active: set[int] = set()  # nodes being built: an alias may point to an ancestor
+    """Builds the tree from PyYAML's event stream, iteratively: no recursion, so no
+    nesting can overflow the stack, and aliases are counted as they are expanded."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader  # a yaml.CSafeLoader or yaml.SafeLoader
+        self._open: list[_Open] = []
+        # anchor -> (the node, values in it, its height); None while it is still open.
+        self._anchors: dict[str, tuple[Node, int, int] | None] = {}
+        self._values = 0
+        self._root: Node | None = None
         self.problems: list[YamlProblem] = []
 
-    def build(self, node: yaml.Node, line: int, path: str) -> Node:
-        """`line` is where the value is declared: its key's line inside a
-        mapping, which is what a reader looks for even when the value is a
-        block starting on the next line."""
-        if id(node) in self._active:
-            self.problems.append(YamlProblem(line, path, "an alias refers to its own parent"))
-            return Scalar(line, None, "", True)
-        self._active.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self._map(node, line, path)
-            if isinstance(node, yaml.SequenceNode):
-                return self._seq(node, line, path)
-            return self._scalar(node, line, path)
-        finally:
-            self._active.discard(id(node))
+    def document(self) -> Node | None:
+        loader = self._loader
+        loader.get_event()  # StreamStart
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # DocumentStart
+        while not loader.check_event(yaml.DocumentEndEvent):
+            self._event(loader.get_event())
+        loader.get_event()
+        if not loader.check_event(yaml.StreamEndEvent):
+            line = loader.peek_event().start_mark.line + 1
+            raise _Refused(line, "invalid YAML: expected one document, found another")
+        return self._root
 
-    def _seq(self, node: yaml.SequenceNode, line: int, path: str) -> Seq:
-        items = tuple(
-            self.build(item, item.start_mark.line + 1, f"{path}[{index}]")
-            for index, item in enumerate(node.value)
-        )
-        return Seq(line, items)
+    def _event(self, event: Any) -> None:
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.ScalarEvent):
+            self._scalar(event, line)
+        elif isinstance(event, yaml.AliasEvent):
+            self._alias(str(event.anchor), line)
+        elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            is_list = isinstance(event, yaml.SequenceStartEvent)
+            decl_line, path = self._position(line)
+            self._open.append(_Open(decl_line, path, event.anchor, [] if is_list else None))
+            if event.anchor is not None:
+                self._anchors[event.anchor] = None
+            if len(self._open) > MAX_DEPTH:
+                raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            done = self._open.pop()
+            node: Node
+            if done.items is not None:
+                node = Seq(done.line, tuple(done.items))
+            else:
+                # Keys written in the mapping itself win over merged ones; among merged
+                # mappings the first listed wins (YAML merge-key semantics).
+                for source in done.merged:
+                    for key, value in source.entries.items():
+                        done.entries.setdefault(key, value)
+                node = Map(done.line, done.entries)
+            if done.anchor is not None:
+                self._anchors[done.anchor] = (node, done.values, done.height)
+            self._place(node, done.values, done.height, line)
 
-    def _map(self, node: yaml.MappingNode, line: int, path: str) -> Map:
-        entries: dict[str, Node] = {}
-        merged: list[Map] = []
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            if key_node.tag == _MERGE_TAG:
-                merged.extend(self._merge_sources(value_node, key_line, path))
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                message = "a key must be a name, not a list or mapping"
-                self.problems.append(YamlProblem(key_line, path, message))
-                continue
-            # Keys are taken as written: `on:` or `1:` are names here, not a boolean/number.
-            key = str(key_node.value)
-            key_path = join_path(path, key)
-            if key in entries:
-                message = f"duplicate key (first given on line {entries[key].line})"
-                self.problems.append(YamlProblem(key_line, key_path, message))
-                continue
-            entries[key] = self.build(value_node, key_line, key_path)
-        # Keys written in the mapping itself win over merged ones; among merged
-        # mappings the first listed wins (YAML merge-key semantics).
-        for source in merged:
-            for key, value in source.entries.items():
-                entries.setdefault(key, value)
-        return Map(line, entries)
+    def _position(self, line: int) -> tuple[int, str]:
+        """The line and key path of a value starting on `line`: inside a mapping, its
+        key's (what a reader looks for, even when the value starts on the next line)."""
+        if not self._open:
+            return line, ""
+        parent = self._open[-1]
+        if parent.items is not None:
+            return line, f"{parent.path}[{len(parent.items)}]"
+        if parent.key is None:
+            return line, parent.path  # a key
+        key, key_line, _ = parent.key
+        return key_line, join_path(parent.path, key)
 
-    def _merge_sources(self, node: yaml.Node, line: int, path: str) -> list[Map]:
-        built = self.build(node, line, path)
-        candidates = built.items if isinstance(built, Seq) else (built,)
-        maps = [candidate for candidate in candidates if isinstance(candidate, Map)]
-        if len(maps) != len(candidates):
-            message = "`<<` must merge a mapping or a list of mappings"
-            self.problems.append(YamlProblem(line, path, message))
-        return maps
-
-    def _scalar(self, node: yaml.Node, line: int, path: str) -> Scalar:
-        text = str(node.value)
-        plain = isinstance(node, yaml.ScalarNode) and node.style is None
+    def _scalar(self, event: Any, line: int) -> None:
+        parent = self._open[-1] if self._open else None
+        if parent is not None and parent.items is None and parent.key is None:
+            self._key(parent, event, line)
+            return
+        decl_line, path = self._position(line)
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        # libyaml says "" for a plain scalar's style, PyYAML None.
+        style = event.style or None
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style)
         try:
             value: object = self._loader.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError):
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
             # e.g. an unknown `!tag`; the value itself is not echoed.
-            self.problems.append(YamlProblem(line, path, f"cannot read a value tagged {node.tag}"))
+            self.problems.append(YamlProblem(decl_line, path, f"cannot read a value tagged {tag}"))
             value = None
-        return Scalar(line, value, text, plain)
+        scalar = Scalar(decl_line, value, str(event.value), style is None)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = (scalar, 1, 1)
+        self._place(scalar, 1, 1, line)
+
+    def _key(self, parent: _Open, event: Any, line: int) -> None:
+        # Keys are taken as written: `on:` or `1:` are names here, not a boolean/number.
+        key = str(event.value)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = (Scalar(line, key, key, not event.style), 1, 1)
+        self._take_key(parent, key, line, event.tag is None and not event.style)
+
+    def _take_key(self, parent: _Open, key: str, line: int, plain: bool) -> None:
+        action = "store"
+        if plain and key == "<<":
+            action = "merge"
+        elif key in parent.entries:
+            first = parent.entries[key].line
+            message = f"duplicate key (first given on line {first})"
+            self.problems.append(YamlProblem(line, join_path(parent.path, key), message))
+            action = "drop"
+        parent.key = (key, line, action)
+        self._count(1, line)
+
+    def _alias(self, anchor: str, line: int) -> None:
+        if anchor not in self._anchors:
+            raise _Refused(line, f"invalid YAML: the alias *{anchor} has no anchor &{anchor}")
+        target = self._anchors[anchor]
+        parent = self._open[-1] if self._open else None
+        if target is None:
+            decl_line, path = self._position(line)
+            self.problems.append(YamlProblem(decl_line, path, "an alias refers to its own parent"))
+            target = (Scalar(decl_line, None, "", True), 1, 1)
+        node, values, height = target
+        if parent is not None and parent.items is None and parent.key is None:
+            if isinstance(node, Scalar):  # an aliased scalar as a key
+                self._take_key(parent, node.text, line, node.plain)
+            else:
+                self.problems.append(
+                    YamlProblem(line, parent.path, "a key must be a name, not a list or mapping")
+                )
+                parent.key = ("", line, "drop")
+            return
+        decl_line, _ = self._position(line)
+        self._place(replace(node, line=decl_line), values, height, line)
+
+    def _place(self, node: Node, values: int, height: int, line: int) -> None:
+        """Put a finished node where it belongs: in its list or mapping, or at the root."""
+        self._count(values, line)
+        if len(self._open) + height > MAX_DEPTH:
+            raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        if not self._open:
+            self._root = node
+            return
+        parent = self._open[-1]
+        parent.values += values
+        parent.height = max(parent.height, height + 1)
+        if parent.items is not None:
+            parent.items.append(node)
+            return
+        if parent.key is None:  # a list or mapping used as a key
+            self.problems.append(
+                YamlProblem(line, parent.path, "a key must be a name, not a list or mapping")
+            )
+            parent.key = ("", line, "drop")
+            return
+        key, key_line, action = parent.key
+        parent.key = None
+        if action == "store":
+            parent.entries[key] = node
+        elif action == "merge":
+            candidates = node.items if isinstance(node, Seq) else (node,)
+            maps = [candidate for candidate in candidates if isinstance(candidate, Map)]
+            if len(maps) != len(candidates):
+                message = "`<<` must merge a mapping or a list of mappings"
+                self.problems.append(YamlProblem(key_line, parent.path, message))
+            parent.merged.extend(maps)
+
+    def _count(self, values: int, line: int) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _Refused(
+                line,
+                f"the document expands to more than {MAX_VALUES:,} values "
+                "(YAML aliases repeated inside each other?)",
+            )
 
 
 # --- reading -------------------------------------------------------------------------------
+
+# No setting has a use for these; a NUL or an escape in a name, URL or format only
+# fails later, further from its cause. (A double-quoted YAML string can hold them.)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 # `$$`, `${NAME}`, or a `${` that is neither.
 _REFERENCE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{))")
@@ -261,7 +405,15 @@ class TreeReader:
             self.wrong_type(node, path, "a string")
             return None
         value = self.interpolate(node.value, node, path)
-        if value is not None and not value.strip() and not allow_empty:
+        if value is None:
+            return None
+        control = _CONTROL.search(value)
+        if control is not None:
+            # The value is not quoted back (it may be secret); the character is named.
+            message = f"contains the control character U+{ord(control[0]):04X}"
+            self.problem(node.line, path, message)
+            return None
+        if not value.strip() and not allow_empty:
             self.problem(node.line, path, "must not be empty")
             return None
         return value
@@ -319,7 +471,7 @@ class TreeReader:
             return None
         return parts
 
-    def integer(self, minimum: int, why: str = "") -> Reader[int]:
+    def integer(self, minimum: int, why: str = "", maximum: int | None = None) -> Reader[int]:
         def read(node: Node, path: str) -> int | None:
             value = node.value if isinstance(node, Scalar) else None
             if not isinstance(value, int) or isinstance(value, bool):
@@ -327,6 +479,9 @@ class TreeReader:
                 return None
             if value < minimum:
                 self.problem(node.line, path, f"must be at least {minimum}{why}, found {value}")
+                return None
+            if maximum is not None and value > maximum:
+                self.problem(node.line, path, f"must be at most {maximum}, found {value}")
                 return None
             return value
 
