@@ -114,31 +114,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            logs.print_error(problem)
         return exc.exit_status
     except SyncdError as exc:
         if args.debug:
             raise
-        print(f"syncd: {exc}", file=sys.stderr)
+        logs.print_error(f"syncd: {exc}")
         return exc.exit_status
     except psycopg2.Error as exc:
         if args.debug:
             raise
-        print(f"syncd: database: {describe_db_error(exc)}", file=sys.stderr)
+        logs.print_error(f"syncd: database: {describe_db_error(exc)}")
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # e.g. http.listen already in use
         if args.debug:
             raise
-        print(f"syncd: {exc.strerror or exc}", file=sys.stderr)
+        logs.print_error(f"syncd: {exc.strerror or exc}")
         return EXIT_RUN_FAILED
     except Exception as exc:  # a bug: one line still, the traceback with --debug
         if args.debug:
             raise
-        print(
-            f"syncd: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
-            file=sys.stderr,
+        logs.print_error(
+            f"syncd: internal error: {type(exc).__name__}: {exc} (--debug shows where)"
         )
         return EXIT_RUN_FAILED
 

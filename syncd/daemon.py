@@ -39,15 +39,15 @@ from prometheus_client import CollectorRegistry
 
 from syncd.config import Config, Entity, Schedule
 from syncd.config_loader import load_config
-from syncd.db import connect, describe_db_error
+from syncd.db import connect, describe_db_error, is_connection_error
 from syncd.engine import Engine, RunResult
-from syncd.errors import EXIT_OK, EXIT_USAGE, ConfigError, SyncdError
-from syncd.http_server import PostHandler, ServerHandle, serve
-from syncd.ingest import Ingestor
+from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, ConfigError, SyncdError
+from syncd.http_server import PostHandler, ServerHandle, Unavailable, serve
+from syncd.ingest import Ingestor, ingest_paths
 from syncd.metrics import Metrics
 from syncd.preload import Preloader, describe
 from syncd.scheduler import Scheduler
-from syncd.schema import migrate
+from syncd.schema import PendingMigration, migrate
 from syncd.status import entity_status
 from syncd.synclog import SyncLog
 from syncd.systemd import Notifier
@@ -102,6 +102,7 @@ class Daemon:
         self.health = Health()
         self.running: dict[str, float] = {}  # entity -> monotonic start
         self.last_results: dict[str, RunResult] = {}
+        self.config: Config | None = None  # once loaded; runtime once the database answered
         self.runtime: Runtime | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: Scheduler | None = None
@@ -127,6 +128,8 @@ class Daemon:
     # -- start -------------------------------------------------------------------
 
     def run(self) -> int:
+        """The daemon, until asked to stop: 0 then. Any other end is non-zero, and its
+        cause is logged first (an unexpected error also reaches the caller)."""
         self.install_signals()
         try:
             config = load_config(self.config_path, self.environ)
@@ -135,9 +138,33 @@ class Daemon:
                 log.error("config.invalid", problem=problem)
             self.notifier.status(f"refused to start: {exc}")
             return EXIT_USAGE
+        self.config = config
         self.metrics.declare(config.entities)
-        if not self._wait_for_database(config):
-            return EXIT_OK  # stopped while waiting
+        # The port first: while the database is awaited, /healthz answers, /readyz says
+        # why syncd is not ready, and Prometheus sees the process (not `up == 0`).
+        try:
+            self.server = serve(config.http, self.registry, self)
+        except OSError as exc:
+            log.error("daemon.cannot_listen", listen=f"{config.http.host}:{config.http.port}")
+            raise SyncdError(
+                f"http.listen {config.http.host}:{config.http.port}: {exc.strerror or exc}"
+            ) from None
+        status = EXIT_RUN_FAILED  # until the loop says it was asked to stop
+        try:
+            if not self._wait_for_database(config):
+                status = EXIT_OK  # stopped while waiting
+                return status
+            self._start(config)
+            status = self._loop()
+            return status
+        except Exception:
+            log.exception("daemon.crashed")
+            raise
+        finally:
+            self._shutdown(status)
+
+    def _start(self, config: Config) -> None:
+        """The database answered and is migrated: start scheduling, then READY=1."""
         self.runtime = Runtime(config, Engine(config, self.metrics, stop=self.stop_syncs))
         successes = self._seed_metrics(config)
         self.scheduler = Scheduler(
@@ -146,13 +173,6 @@ class Daemon:
             last_success={name: successes.get(name) for name in config.entities},
         )
         self.ingestor = Ingestor(config, self.metrics)
-        try:
-            self.server = serve(config.http, self.registry, self)
-        except OSError as exc:
-            log.error("daemon.cannot_listen", listen=f"{config.http.host}:{config.http.port}")
-            raise SyncdError(
-                f"http.listen {config.http.host}:{config.http.port}: {exc.strerror or exc}"
-            ) from None
         # The scheduler enforces scheduler.max_concurrent (a reload may raise it); the
         # pool only needs room for it, and starts threads as they are needed.
         self.pool = ThreadPoolExecutor(
@@ -165,20 +185,23 @@ class Daemon:
         )
         self.preload_thread.start()
         self.notifier.ready(self._status_line())
+        assert self.server is not None
         log.info(
             "daemon.ready",
             entities=list(config.entities),
             listen=f"{config.http.host}:{self.server.port}",
         )
-        try:
-            return self._loop()
-        finally:
-            self._shutdown()
 
     def _wait_for_database(self, config: Config) -> bool:
-        """Migrate once the database answers; False if a stop signal came first."""
+        """Migrate once the database answers; False if a stop signal came first.
+
+        systemd is kept waiting (EXTEND_TIMEOUT_USEC) rather than killing syncd at
+        its start timeout: READY=1 means ready, and a database that comes back is
+        used as soon as it answers."""
         delay = 1.0
         while True:
+            # Each try takes at most connect_timeout (10 s) plus the wait after it.
+            self.notifier.extend_timeout(DB_WAIT_MAX + 40)
             try:
                 conn = connect(config.database)
                 try:
@@ -193,7 +216,9 @@ class Daemon:
             except psycopg2.Error as exc:
                 reason = describe_db_error(exc)
                 log.warning("daemon.database_unavailable", error=reason, retry_in=delay)
+                self.health.ready = (False, f"waiting for the database: {reason}")
                 self.notifier.status(f"waiting for the database: {reason}")
+            self.health.heartbeat = self.clock()
             if self._wait_for_stop(delay):
                 return False
             delay = min(delay * 2, DB_WAIT_MAX)
@@ -206,6 +231,7 @@ class Daemon:
             try:
                 kind, value = self.events.get(timeout=min(left, interval or left))
             except queue.Empty:
+                self.health.heartbeat = self.clock()
                 self.notifier.watchdog()
                 continue
             if kind == "signal" and value in (signal.SIGTERM, signal.SIGINT):
@@ -375,24 +401,53 @@ class Daemon:
     # -- reload and stop ---------------------------------------------------------
 
     def _reload(self) -> None:
-        assert self.runtime is not None and self.scheduler is not None
+        """SIGHUP. Whatever goes wrong, the loop goes on: a file with problems, or an
+        unexpected error, is a refused reload and the old configuration runs on."""
+        assert self.runtime is not None
         self.notifier.reloading()
-        old = self.runtime
         try:
             config = load_config(self.config_path, self.environ)
+            migration = self._migrate_for_reload(config)
+            self._apply(config, migration)
+        except (SyncdError, psycopg2.Error) as exc:
+            self._refuse_reload(exc)
+        except Exception as exc:  # a bug: loudly, and keep running on the old config
+            log.exception("reload.crashed")
+            self._refuse_reload(exc)
+
+    def _migrate_for_reload(self, config: Config) -> PendingMigration | None:
+        """Migrate for the new file now, or, when the database cannot be reached, a
+        migration for the first run that reaches it: an outage is no reason to refuse
+        a valid file. Any other database error refuses the reload (raised)."""
+        try:
             conn = connect(config.database)
             try:
                 migrate(conn, config)
             finally:
                 conn.close()
-        except (SyncdError, psycopg2.Error) as exc:
-            self._refuse_reload(exc)
-            return
+        except psycopg2.Error as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("reload.migration_deferred", error=describe_db_error(exc))
+            return PendingMigration(config)
+        return None
+
+    def _apply(self, config: Config, migration: PendingMigration | None) -> None:
+        assert self.runtime is not None and self.scheduler is not None
+        old = self.runtime
         if config.http != old.config.http:
             # The port stays bound as it is; a new listen address needs a restart.
             log.warning("reload.http_kept", reason="http settings apply at the next restart")
             config = replace(config, http=old.config.http)
-        engine = Engine(config, self.metrics, client=old.engine.client, stop=self.stop_syncs)
+        engine = Engine(
+            config,
+            self.metrics,
+            client=old.engine.client,
+            stop=self.stop_syncs,
+            migration=migration,
+            unrecorded=old.engine.unrecorded,
+        )
+        ingestor = Ingestor(config, self.metrics, migration=migration)
         for name in set(old.config.entities) - set(config.entities):
             self.metrics.forget(name)
         self.metrics.declare(config.entities)
@@ -409,14 +464,16 @@ class Daemon:
                 last_success={name: successes.get(name) for name in config.entities},
                 max_concurrent=config.scheduler.max_concurrent,
             )
+        self.config = config
         self.runtime = Runtime(config, engine)
         self.preload_wake.set()  # preloads added or changed: with the new config
-        old_ingestor, self.ingestor = self.ingestor, Ingestor(config, self.metrics)
+        old_ingestor, self.ingestor = self.ingestor, ingestor
         if old_ingestor is not None:
             old_ingestor.close()  # pushes under way finish on their own connections
         self.metrics.config_reload_ok.set(1)
-        self.notifier.ready(self._status_line("reloaded"))
-        log.info("reload.done", entities=list(config.entities))
+        pending = ", migration waits for the database" if migration is not None else ""
+        self.notifier.ready(self._status_line("reloaded") + pending)
+        log.info("reload.done", entities=list(config.entities), migration_pending=bool(pending))
 
     def _refuse_reload(self, exc: Exception) -> None:
         if isinstance(exc, ConfigError):
@@ -429,8 +486,11 @@ class Daemon:
         elif isinstance(exc, psycopg2.Error):
             reason = f"database: {describe_db_error(exc)}"
             log.error("reload.refused", error=reason)
-        else:
+        elif isinstance(exc, SyncdError):
             reason = str(exc)
+            log.error("reload.refused", error=reason)
+        else:
+            reason = f"internal error: {type(exc).__name__}"
             log.error("reload.refused", error=reason)
         self.metrics.config_reload_ok.set(0)
         self.notifier.ready(f"reload refused, old config kept: {reason}")
@@ -448,7 +508,7 @@ class Daemon:
         self.stop_deadline = self.clock() + STOP_GRACE
         return False
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, status: int) -> None:
         if self.server is not None:
             self.server.shutdown()
         if self.ingestor is not None:
@@ -463,7 +523,7 @@ class Daemon:
                 running=sorted(self.running),
                 preloading=self.preloading,
             )
-            os._exit(EXIT_OK)
+            os._exit(status)
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         log.info("daemon.stopped")
@@ -475,8 +535,10 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         runtime = self.runtime
-        if runtime is None or self.stopping:
-            return False, "stopping" if self.stopping else "starting"
+        if self.stopping:
+            return False, "stopping"
+        if runtime is None:
+            return self.health.ready  # starting, or why the database is not there yet
         now = self.clock()
         if now - self.health.ready_at > READY_CACHE:
             self.health.ready = _database_answers(runtime.config)
@@ -486,12 +548,15 @@ class Daemon:
     def status(self) -> list[dict[str, Any]]:
         runtime = self.runtime
         if runtime is None:
-            return []
-        conn = connect(runtime.config.database)
+            raise Unavailable(self._starting())
         try:
-            report = entity_status(conn, runtime.config, self.wall())
-        finally:
-            conn.close()
+            conn = connect(runtime.config.database)
+            try:
+                report = entity_status(conn, runtime.config, self.wall())
+            finally:
+                conn.close()
+        except psycopg2.Error as exc:
+            raise Unavailable(f"database: {describe_db_error(exc)}") from None
         with self.scheduler_lock:
             snapshot = self.scheduler.snapshot() if self.scheduler else []
         plans = {item["name"]: item for item in snapshot}
@@ -502,17 +567,31 @@ class Daemon:
         return report
 
     def trigger(self, entity: str) -> bool:
-        runtime = self.runtime
-        if runtime is None or entity not in runtime.config.entities:
+        config = self.config
+        if config is None or entity not in config.entities:
             return False
+        if self.runtime is None:
+            raise Unavailable(self._starting())
         self.events.put(("run", entity))
         return True
 
-    def post_routes(self) -> dict[str, PostHandler]:
-        ingestor = self.ingestor
+    def post_routes(self) -> Mapping[str, PostHandler]:
         # Kept while draining: a push is short, and a 404 would tell its client the
         # path is gone for good.
-        return ingestor.routes() if ingestor is not None else {}
+        ingestor = self.ingestor
+        if ingestor is not None:
+            return ingestor.routes()
+        if self.config is None:
+            return {}
+        # Starting: the paths exist, but nothing can be stored yet (503, retry).
+        return {path: self._refuse_push for path in ingest_paths(self.config)}
+
+    def _refuse_push(self, entity: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+        raise Unavailable(self._starting())
+
+    def _starting(self) -> str:
+        ok, reason = self.health.ready
+        return "starting" if ok else f"starting: {reason}"
 
     # -- STATUS= -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from psycopg2.extensions import cursor as Cursor
 from syncd.config import Entity
 from syncd.db import Connection, describe_db_error
 from syncd.errors import SyncdError
-from syncd.runner import EntityRunner, Mark, RunResult, close_quietly, iso
+from syncd.runner import EntityRunner, Mark, RunResult, iso
 from syncd.synclog import incremental_lock
 from syncd.windows import Piece, SourceTime, plan_pieces
 
@@ -66,13 +66,15 @@ class Engine(EntityRunner):
             conn = self._run(conn, lock, entity, result)
             return result
         finally:
-            close_quietly(conn)
+            self.release(conn, lock)
 
     def _run(self, conn: Connection, lock: str, entity: Entity, result: RunResult) -> Connection:
         """The run proper, lock held. Returns the connection in use at the end."""
         source_time = self.source_time(entity)
         try:
-            interrupted = self.log.close_interrupted(conn, entity.name, "incremental")
+            interrupted = self.unrecorded.close_interrupted(
+                self.log, conn, entity.name, "incremental"
+            )
             if interrupted:
                 log.warning("sync.interrupted_runs_closed", count=interrupted)
             stored = self._stored_watermark(conn, entity, source_time)

@@ -1,35 +1,49 @@
-"""The daemon's one HTTP port (CONTRACT §6): metrics, health, status, sync and ingest.
+"""The daemon's one HTTP port: metrics, health, status, sync and ingest (docs/operations.md,
+"HTTP endpoints").
 
-Standard library `http.server`, one thread per connection, one request per connection
-(every answer says `Connection: close`). The port must never take the daemon down, so
-everything a client controls is bounded:
+Anyone who can connect can try to starve it, and `/healthz` must still answer: a
+liveness probe that a few idle sockets can fail would get a healthy daemon restarted.
+So connections are not threads. One asyncio event loop, in one thread, reads every
+request head, reads bodies and writes answers, each under a deadline; only the
+app's blocking calls (the database behind `/status` and `/readyz`, pushes) run in
+small thread pools, and only once a whole request has arrived. What a client
+controls is bounded:
 
-- at most `max_threads` connections are served at once; the next one is answered
-  `503` at once from the accept loop, without a thread, and closed;
-- every socket read or write waits at most `timeout` seconds, and the request line
-  and headers must all arrive within `timeout` (a slowloris client is dropped);
-  a body must arrive within `body_timeout`;
-- request line and header sizes are http.server's (64 KiB, 100 headers); a body is
-  never buffered beyond `http.max_body`;
-- an exception in a handler answers `500` and is logged; it never ends the server.
+- the request line and headers: `max_head` bytes (64 KiB), 100 headers, within
+  `head_timeout` seconds of connecting;
+- a body: `http.max_body` bytes, within `body_timeout`; a body the answer does not
+  need (a wrong key, an unknown path) is read and dropped, within the same bounds,
+  before answering, so the client reads the answer instead of a reset;
+- the answer: written within `send_timeout`;
+- `max_connections` open at once; past that a new connection pushes out the oldest
+  one still sending its head, so idle and slow clients cannot lock out a probe;
+- one request per connection (every answer says `Connection: close`).
 
-The server knows nothing of syncd beyond the `App` protocol the daemon implements."""
+`/healthz` and `/metrics` are answered in the event loop itself, so they never wait
+for a database call. A handler's exception answers 500 and is logged; nothing a
+client sends ends the server. The server knows nothing of syncd beyond the `App`
+protocol the daemon implements.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import hmac
+import http.client
 import io
 import json
+import re
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
-from typing import TYPE_CHECKING, Any, Protocol
+from email.message import Message
+from http import HTTPStatus
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -37,28 +51,34 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from syncd.config import Http
 
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
-
 log = structlog.get_logger("syncd.http")
 
 # handler(entity or None, body) -> (status, JSON object). The entity is the last path
-# segment for a route registered as ".../{entity}", None for an exact path.
+# segment for a route registered as ".../{entity}", None for an exact path. Handlers
+# block (they use the database); they run in a worker thread.
 PostHandler = Callable[[str | None, bytes], tuple[int, dict[str, Any]]]
 
 SYNC_ROUTE = "/v1/sync/{entity}"
 ENTITY = "{entity}"
 JSON = "application/json"
-LINGER = 0.5  # seconds spent draining an unread body before closing (see _linger)
+LINGER = 0.5  # seconds spent reading what a client still sends after our answer
+UNAVAILABLE_LOG_EVERY = 60.0  # seconds between two warnings about the same 503
 _CHUNK_LINE = 1024  # longest chunk-size line accepted in a chunked body
 _MAX_TRAILERS = 100
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a token (RFC 9110)
+_KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+class Unavailable(Exception):
+    """The app cannot answer this now (starting, or its database is away): 503 with
+    this one-line reason and Retry-After. Not a bug: logged as a warning, rarely."""
 
 
 class App(Protocol):
-    """What the daemon provides."""
+    """What the daemon provides. Every method but `alive` may block."""
 
     def alive(self) -> bool:
-        """/healthz: the main loop has ticked recently."""
+        """/healthz: the main loop has ticked recently. Must not block."""
         ...
 
     def ready(self) -> tuple[bool, str]:
@@ -66,23 +86,29 @@ class App(Protocol):
         ...
 
     def status(self) -> list[dict[str, Any]]:
-        """/status: the same JSON as `syncd status --json`."""
+        """/status: the same JSON as `syncd status --json`; may raise Unavailable."""
         ...
 
     def trigger(self, entity: str) -> bool:
-        """POST /v1/sync/{entity}: queue a run; False for an unknown entity."""
+        """POST /v1/sync/{entity}: queue a run; False for an unknown entity; may raise
+        Unavailable."""
         ...
 
     def post_routes(self) -> Mapping[str, PostHandler]:
-        """Extra POST paths (ingest), exact or ending in "/{entity}"; all need the key."""
+        """Extra POST paths (ingest), exact or ending in "/{entity}"; all need the key.
+        Must not block."""
         ...
 
 
 @dataclass(frozen=True)
 class Limits:
-    timeout: float = 10.0  # each socket wait, and the whole request head
+    head_timeout: float = 10.0  # from connecting to the end of the headers
     body_timeout: float = 60.0  # the whole request body
-    max_threads: int = 16  # connections served at once
+    send_timeout: float = 10.0  # the whole answer
+    max_head: int = 64 * 1024  # request line and headers together, in bytes
+    max_headers: int = 100
+    max_connections: int = 512  # open at once (the daemon's file limit is 1024)
+    workers: int = 8  # threads for pushes and sync requests; as many again for reads
 
 
 @dataclass(frozen=True)
@@ -101,20 +127,55 @@ def _error(status: int, message: str, **headers: str) -> _Response:
     return _json(status, {"error": message}, **headers)
 
 
+class _Refused(Exception):
+    """The request cannot be served: answer `response` (and close)."""
+
+    def __init__(self, response: _Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _Gone(Exception):
+    """The client hung up: nobody to answer."""
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    headers: Message
+    client: str
+    body_pending: bool = False  # a body was announced and not read yet
+    linger: bool = False  # answered while the client may still be sending: see _linger
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    def header_list(self, name: str) -> list[str]:
+        return ",".join(self.headers.get_all(name) or []).split(",")
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One open connection: its task, and whether it has sent its whole head yet."""
+
+    task: asyncio.Task[None] | None
+    opened: float
+    in_head: bool = True
+
+
 class ServerHandle:
     """A running server: `port` is the bound port (`http.port` may be 0)."""
 
-    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+    def __init__(self, server: _Server, thread: threading.Thread, port: int) -> None:
         self._server = server
         self._thread = thread
-        self.port: int = server.socket.getsockname()[1]
+        self.port = port
 
     def shutdown(self) -> None:
-        """Stop accepting and free the port. Connections being served finish on their
-        own, within their time limits (their threads are daemon threads)."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
+        """Stop accepting, drop every open connection, free the port."""
+        self._server.stop()
         self._thread.join(timeout=5)
 
 
@@ -125,13 +186,20 @@ def serve(
     *,
     limits: Limits | None = None,
 ) -> ServerHandle:
-    """Bind `http.host:http.port` now (OSError if it cannot) and serve from a daemon thread."""
-    server = _Server(http, registry, app, limits or Limits())
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="syncd-http", daemon=True
+    """Bind `http.host:http.port` now (OSError if it cannot) and serve from a thread."""
+    family = _address_family(http.host, http.port)
+    sock = socket.create_server(
+        (http.host, http.port),
+        family=family,
+        backlog=128,
+        # "::" takes IPv4 too, as a plain bind() on Linux does.
+        dualstack_ipv6=http.host == "::" and socket.has_dualstack_ipv6(),
     )
+    server = _Server(http, registry, app, limits or Limits(), sock)
+    thread = threading.Thread(target=server.run, name="syncd-http", daemon=True)
     thread.start()
-    return ServerHandle(server, thread)
+    server.started.wait()
+    return ServerHandle(server, thread, sock.getsockname()[1])
 
 
 def _address_family(host: str, port: int) -> socket.AddressFamily:
@@ -147,226 +215,242 @@ def _address_family(host: str, port: int) -> socket.AddressFamily:
     return socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
 
 
-_BUSY_BODY = b'{"error": "too many open connections"}'
-_BUSY = b"\r\n".join(
-    [
-        b"HTTP/1.1 503 Service Unavailable",
-        b"Server: syncd",
-        b"Content-Type: application/json",
-        b"Content-Length: %d" % len(_BUSY_BODY),
-        b"Retry-After: 1",
-        b"Connection: close",
-        b"",
-        _BUSY_BODY,
-    ]
-)
+class _RateLimitedWarning:
+    """A warning logged at most once per `every` seconds per key, with a count of
+    those left out: an outage must not write a line per probe."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, left out since)
+
+    def __call__(self, event: str, key: str, **fields: Any) -> None:
+        now = time.monotonic()
+        logged_at, left_out = self._last.get(key, (float("-inf"), 0))
+        if now - logged_at < self.every:
+            self._last[key] = (logged_at, left_out + 1)
+            return
+        self._last[key] = (now, 0)
+        log.warning(event, **fields, **({"similar_left_out": left_out} if left_out else {}))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # shutdown() never waits for a client
-    request_queue_size = 64
-
-    def __init__(self, http: Http, registry: CollectorRegistry, app: App, limits: Limits) -> None:
+class _Server:
+    def __init__(
+        self,
+        http: Http,
+        registry: CollectorRegistry,
+        app: App,
+        limits: Limits,
+        sock: socket.socket,
+    ) -> None:
         self.http = http
         self.registry = registry
         self.app = app
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_threads)
-        self.address_family = _address_family(http.host, http.port)
-        super().__init__((http.host, http.port), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look up the host's FQDN: a DNS query at start.
-        TCPServer.server_bind(self)
-        self.server_name = self.http.host
-        self.server_port = self.socket.getsockname()[1]
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._refuse(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def _refuse(self, request: socket.socket) -> None:
-        """All threads busy: answer 503 from the accept loop, never waiting on the client."""
-        log.debug("http.busy", max_threads=self.limits.max_threads)
-        try:
-            request.setblocking(False)
-            request.send(_BUSY)
-            request.recv(65536)  # what already arrived, so close() does not reset
-        except OSError:
-            pass
-        self.shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):  # the client went away mid-answer
-            log.debug("http.connection_error", error=str(exc))
-        else:
-            log.exception("http.unexpected_error")
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's read side: each read waits at most `idle` seconds, and none starts
-    after `deadline` (time.monotonic), which the handler moves as the request goes on."""
-
-    def __init__(self, sock: socket.socket, idle: float, deadline: float) -> None:
         self._sock = sock
-        self._idle = idle
-        self.deadline = deadline
+        self._loop = asyncio.new_event_loop()
+        self._connections: dict[asyncio.StreamWriter, _Connection] = {}
+        # Reads (/status, /readyz) and writes (pushes, sync requests) wait in separate
+        # pools, so a slow push never delays a readiness probe.
+        self._reads = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-read")
+        self._writes = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-write")
+        self._warn = _RateLimitedWarning(UNAVAILABLE_LOG_EVERY)
+        self.started = threading.Event()
+        self._stopped = asyncio.Event()
 
-    def readable(self) -> bool:
-        return True
+    # -- the loop's thread -----------------------------------------------------------
 
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request took too long")
-        self._sock.settimeout(min(self._idle, left))
-        return self._sock.recv_into(buffer)
+    def run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
 
-
-class _TooLarge(Exception):
-    pass
-
-
-class _ClientGone(Exception):
-    """The client hung up while sending its body: nobody to answer."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # for chunked request bodies; we still close after each
-    server_version = "syncd"
-    # Assumed for a request line without a version: answer with a status line and
-    # headers, never HTTP/0.9's bare body.
-    default_request_version = "HTTP/1.0"
-
-    _reader: _DeadlineReader
-    _body_pending = False
-
-    def version_string(self) -> str:
-        return self.server_version  # no Python version
-
-    def setup(self) -> None:
-        super().setup()
-        limits = self.server.limits
-        self.rfile.close()
-        self._reader = _DeadlineReader(
-            self.connection, limits.timeout, time.monotonic() + limits.timeout
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(
+            self._accepted, sock=self._sock, limit=self.limits.max_head
         )
-        self.rfile = io.BufferedReader(self._reader)
+        self.started.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            tasks = [c.task for c in self._connections.values() if c.task is not None]
+            for writer in list(self._connections):
+                writer.transport.abort()
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1)
+            await server.wait_closed()
 
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        if self._body_pending:
-            self._linger()
+    def stop(self) -> None:
+        """From any thread. Pool threads still running a handler finish on their own."""
+        if not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._stopped.set)
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=False, cancel_futures=True)
 
-    # -- dispatch --------------------------------------------------------------------
+    # -- one connection ----------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        self._body_pending = "Transfer-Encoding" in self.headers or self.headers.get(
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(asyncio.current_task(), time.monotonic())
+        self._make_room()
+        self._connections[writer] = connection
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else "-"
+        request = _Request("-", "", Message(), client, linger=True)  # until its head is read
+        try:
+            try:
+                async with asyncio.timeout(self.limits.head_timeout):
+                    request = await self._read_head(reader, client)
+                connection.in_head = False
+                response = await self._respond(request, reader, writer)
+            except _Refused as refused:
+                response = refused.response
+            except TimeoutError:
+                response = _error(408, "request head timed out")
+            await self._answer(writer, reader, request, response)
+        except (_Gone, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            log.debug("http.client_gone", client=client)
+        except Exception:  # a bug: never the server's end
+            log.exception("http.connection_failed", client=client)
+        finally:
+            self._connections.pop(writer, None)
+            writer.transport.abort()
+
+    def _make_room(self) -> None:
+        """At the connection limit, the oldest connection still sending its head goes:
+        a probe that connects later must get its turn."""
+        if len(self._connections) < self.limits.max_connections:
+            return
+        waiting = [(c.opened, w) for w, c in self._connections.items() if c.in_head]
+        if waiting:
+            _, oldest = min(waiting, key=lambda pair: pair[0])
+            log.debug("http.dropped_slow_client", open=len(self._connections))
+            oldest.transport.abort()
+            self._connections.pop(oldest, None)
+
+    async def _read_head(self, reader: asyncio.StreamReader, client: str) -> _Request:
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # a line longer than max_head
+                status = 414 if not lines else 431
+                raise _Refused(_error(status, HTTPStatus(status).phrase.lower())) from None
+            if not line.endswith(b"\n"):
+                raise _Gone  # the client closed mid-head
+            size += len(line)
+            if size > self.limits.max_head:
+                raise _Refused(_error(431, "request head larger than 64 KiB"))
+            if not lines and line in (b"\r\n", b"\n"):
+                continue  # RFC 9112 2.2: ignore empty lines before the request line
+            if line in (b"\r\n", b"\n"):
+                break
+            lines.append(line)
+            if len(lines) > self.limits.max_headers + 1:
+                raise _Refused(_error(431, "too many headers"))
+        method, target = _request_line(lines[0])
+        try:
+            headers = http.client.parse_headers(io.BytesIO(b"".join(lines[1:]) + b"\r\n"))
+        except http.client.HTTPException:
+            raise _Refused(_error(431, "request header fields too large")) from None
+        return _Request(method, target, headers, client)
+
+    async def _respond(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Response:
+        request.body_pending = "Transfer-Encoding" in request.headers or request.headers.get(
             "Content-Length", "0"
         ).strip() not in ("", "0")
-        try:
-            response = self._route(urlsplit(self.path).path)
-        except _ClientGone:
-            log.debug("http.client_gone", path=self._log_path())
-            return
-        except Exception:
-            log.exception("http.handler_failed", method=self.command, path=self._log_path())
-            response = _error(500, "internal error")
-        self._send(response)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
-
-    def _route(self, path: str) -> _Response:
-        getter = _GET_ROUTES.get(path)
+        if request.method not in _KNOWN_METHODS:
+            return _error(501, "method not implemented", Allow="GET, HEAD, POST")
+        getter = _GET_ROUTES.get(request.path)
         if getter is not None:
-            if self.command not in ("GET", "HEAD"):
+            if request.method not in ("GET", "HEAD"):
                 return _error(405, "method not allowed", Allow="GET, HEAD")
-            return getter(self)
-        app = self.server.app
-        routes: dict[str, PostHandler] = {**app.post_routes(), SYNC_ROUTE: self._sync}
-        match = _match(routes, path)
+            return await getter(self, request)
+        routes: dict[str, PostHandler] = {**self.app.post_routes(), SYNC_ROUTE: self._sync}
+        match = _match(routes, request.path)
         if match is None:
             return _error(404, "not found")
-        if self.command != "POST":
+        if request.method != "POST":
             return _error(405, "method not allowed", Allow="POST")
-        denied = self._check_key()
+        denied = self._check_key(request)
         if denied is not None:
             return denied
-        body = self._read_body()
-        if isinstance(body, _Response):
-            return body
+        body = await self._read_body(request, reader, writer)
         handler, entity = match
-        status, payload = handler(entity, body)
-        if status == 503:  # busy: tell well-behaved clients when to come back
-            return _json(status, payload, **{"Retry-After": "1"})
-        return _json(status, payload)
+        return await self._call(self._writes, request, lambda: self._post(handler, entity, body))
 
     # -- GET -------------------------------------------------------------------------
 
-    def _metrics(self) -> _Response:
+    async def _metrics(self, request: _Request) -> _Response:
         try:
-            output = generate_latest(self.server.registry)
+            output = generate_latest(self.registry)
         except Exception:
             log.exception("http.metrics_failed")
             return _error(500, "collecting metrics failed")
-        accepted = {part.split(";")[0].strip() for part in self._header("Accept-Encoding")}
+        accepted = {part.split(";")[0].strip() for part in request.header_list("Accept-Encoding")}
         if "gzip" in accepted:
             return _Response(
                 200, gzip.compress(output), CONTENT_TYPE_LATEST, {"Content-Encoding": "gzip"}
             )
         return _Response(200, output, CONTENT_TYPE_LATEST)
 
-    def _healthz(self) -> _Response:
+    async def _healthz(self, request: _Request) -> _Response:
         try:
-            alive = self.server.app.alive()
+            alive = self.app.alive()
         except Exception:
             log.exception("http.healthz_failed")
             alive = False
         return _json(200, {"status": "ok"}) if alive else _error(503, "main loop not alive")
 
-    def _readyz(self) -> _Response:
-        try:
-            ok, reason = self.server.app.ready()
-        except Exception:
-            log.exception("http.readyz_failed")
-            ok, reason = False, "readiness check failed"
-        return _json(200, {"status": "ok"}) if ok else _error(503, reason)
+    async def _readyz(self, request: _Request) -> _Response:
+        def ready() -> _Response:
+            ok, reason = self.app.ready()
+            return _json(200, {"status": "ok"}) if ok else _error(503, reason)
 
-    def _status(self) -> _Response:
+        return await self._call(self._reads, request, ready)
+
+    async def _status(self, request: _Request) -> _Response:
+        return await self._call(self._reads, request, lambda: _json(200, self.app.status()))
+
+    async def _call(
+        self, pool: ThreadPoolExecutor, request: _Request, work: Callable[[], _Response]
+    ) -> _Response:
+        """`work` in a pool thread: its answer, 503 for Unavailable, 500 for a bug."""
         try:
-            report = self.server.app.status()
-        except Exception as exc:
-            log.exception("http.status_failed")
-            return _error(503, f"status unavailable: {type(exc).__name__}")
-        return _json(200, report)
+            return await self._loop.run_in_executor(pool, work)
+        except Unavailable as exc:
+            reason = str(exc)
+            self._warn("http.unavailable", request.path, path=request.path, reason=reason)
+            return _error(503, reason, **{"Retry-After": "1"})
+        except Exception:
+            log.exception("http.handler_failed", method=request.method, path=request.path)
+            return _error(500, "internal error")
 
     # -- POST ------------------------------------------------------------------------
 
+    @staticmethod
+    def _post(handler: PostHandler, entity: str | None, body: bytes) -> _Response:
+        status, payload = handler(entity, body)
+        if status == 503:  # busy: tell well-behaved clients when to come back
+            return _json(status, payload, **{"Retry-After": "1"})
+        return _json(status, payload)
+
     def _sync(self, entity: str | None, _body: bytes) -> tuple[int, dict[str, Any]]:
-        if entity is None or not self.server.app.trigger(entity):
+        if entity is None or not self.app.trigger(entity):
             return 404, {"error": f"unknown entity {entity!r}"}
         return 202, {"entity": entity, "status": "queued"}
 
-    def _check_key(self) -> _Response | None:
-        http = self.server.http
+    def _check_key(self, request: _Request) -> _Response | None:
+        http = self.http
         if http.api_key is None:
             return _error(403, "forbidden: no http.api_key_file configured")
-        given = self.headers.get(http.api_key_header)
+        given = request.headers.get(http.api_key_header)
         # Headers arrive decoded as Latin-1: encoding back gives the bytes sent.
         if given is None or not hmac.compare_digest(
             given.encode("latin-1", "replace"), http.api_key.reveal().encode()
@@ -374,138 +458,184 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(401, f"missing or wrong {http.api_key_header}")
         return None
 
-    def _read_body(self) -> bytes | _Response:
-        """The whole body, never more than `http.max_body` of it in memory."""
-        max_body = self.server.http.max_body
-        encoding = self.headers.get("Transfer-Encoding")
-        length = self.headers.get("Content-Length")
+    async def _read_body(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes:
+        """The whole body, never more than `http.max_body` of it in memory; _Refused
+        with the answer when it cannot be had."""
+        try:
+            body = await self._receive_body(request, reader, writer)
+        except _Refused:
+            request.body_pending, request.linger = False, True
+            raise
+        request.body_pending = False
+        return body
+
+    async def _receive_body(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes:
+        max_body = self.http.max_body
+        encoding = request.headers.get("Transfer-Encoding")
+        length = request.headers.get("Content-Length")
         if encoding is not None and length is not None:
-            return _error(400, "both Transfer-Encoding and Content-Length")  # smuggling
+            raise _Refused(_error(400, "both Transfer-Encoding and Content-Length"))  # smuggling
         if encoding is None and length is None:
             return b""  # RFC 9112 6.3: a request with neither has no body
         if encoding is not None and encoding.strip().lower() != "chunked":
-            return _error(501, f"unsupported Transfer-Encoding {encoding!r}")
+            raise _Refused(_error(501, f"unsupported Transfer-Encoding {encoding!r}"))
         if length is not None:
-            lengths = set(self.headers.get_all("Content-Length") or [])
+            lengths = set(request.headers.get_all("Content-Length") or [])
             if len(lengths) > 1 or not length.strip().isdigit():
-                return _error(400, "bad Content-Length")
+                raise _Refused(_error(400, "bad Content-Length"))
             if int(length) > max_body:
-                return _error(413, f"body over {max_body} bytes")
-        if self.headers.get("Expect", "").lower() == "100-continue":
-            self.send_response_only(100)  # only now that the body is wanted
-            self.end_headers()
-        self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
+                raise _Refused(_error(413, f"body over {max_body} bytes"))
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            # Only now that the key and the size are known good is the body wanted.
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = self._read_chunked(max_body) if length is None else self._read_exact(length)
-        except _TooLarge:
-            return _error(413, f"body over {max_body} bytes")
-        except ValueError as exc:
-            return _error(400, str(exc))
+            async with asyncio.timeout(self.limits.body_timeout):
+                if length is None:
+                    body = await _read_chunked(reader, max_body)
+                else:
+                    body = await reader.readexactly(int(length))
         except TimeoutError:
-            return _error(408, "request body timed out")
-        except ConnectionError as exc:
-            raise _ClientGone from exc
-        self._body_pending = False
+            raise _Refused(_error(408, "request body timed out")) from None
+        except asyncio.IncompleteReadError:
+            raise _Gone from None
+        except ValueError as exc:
+            raise _Refused(_error(400, str(exc))) from None
+        except _TooLarge:
+            raise _Refused(_error(413, f"body over {max_body} bytes")) from None
         return body
-
-    def _read_exact(self, length: str) -> bytes:
-        body = self.rfile.read(int(length))
-        if len(body) < int(length):
-            raise ValueError("body shorter than Content-Length")
-        return body
-
-    def _read_chunked(self, max_body: int) -> bytes:
-        body = bytearray()
-        while True:
-            line = self.rfile.readline(_CHUNK_LINE + 1)
-            if len(line) > _CHUNK_LINE or not line.endswith(b"\n"):
-                raise ValueError("bad chunk size line")
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise ValueError("bad chunk size") from None
-            if size < 0:
-                raise ValueError("bad chunk size")
-            if size == 0:
-                break
-            if len(body) + size > max_body:
-                raise _TooLarge
-            chunk = self.rfile.read(size)
-            if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise ValueError("truncated chunk")
-            body += chunk
-        for _ in range(_MAX_TRAILERS):
-            if self.rfile.readline(_CHUNK_LINE + 1) in (b"\r\n", b"\n", b""):
-                return bytes(body)
-        raise ValueError("too many trailer lines")
 
     # -- answering -------------------------------------------------------------------
 
-    def _send(self, response: _Response) -> None:
-        self.connection.settimeout(self.server.limits.timeout)
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    def handle_expect_100(self) -> bool:
-        return True  # "100 Continue" is sent by _read_body, after the key and size checks
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (bad request line, headers too large, unknown
-        method, ...) as JSON like ours."""
-        self._body_pending = False  # we did not even parse the head: just close
-        default = self.responses.get(code, ("error", ""))[0]
-        headers = {"Allow": "GET, HEAD, POST"} if code == 501 else {}
-        self._send(_error(code, message or default, **headers))
-
-    def _linger(self) -> None:
-        """We answered without reading the body (401, 413, ...). Closing now with unread
-        data would reset the connection, and some clients then lose our answer: drain
-        for a moment first, so the client reads it and closes."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            end = time.monotonic() + LINGER
-            while (left := end - time.monotonic()) > 0:
-                self.connection.settimeout(left)
-                if not self.connection.recv(65536):
-                    break
-        except OSError:
-            pass
-
-    # -- logs ------------------------------------------------------------------------
-
-    def _header(self, name: str) -> list[str]:
-        return ",".join(self.headers.get_all(name) or []).split(",")
-
-    def _log_path(self) -> str:
-        # No query string. No path at all when the request line was refused.
-        return urlsplit(getattr(self, "path", "")).path
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        reader: asyncio.StreamReader,
+        request: _Request,
+        response: _Response,
+    ) -> None:
+        if request.body_pending:
+            await self._drop_body(request, reader)
+        head = [
+            f"HTTP/1.1 {response.status} {_phrase(response.status)}",
+            "Server: syncd",
+            f"Date: {_http_date()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            *(f"{name}: {value}" for name, value in response.headers.items()),
+            "Connection: close",
+            "",
+            "",
+        ]
+        writer.write("\r\n".join(head).encode("latin-1"))
+        if request.method != "HEAD":
+            writer.write(response.body)
+        async with asyncio.timeout(self.limits.send_timeout):
+            await writer.drain()
+            if request.linger:
+                await self._linger(writer, reader)
+            writer.close()
+            await writer.wait_closed()
         log.debug(
             "http.request",
-            method=self.command,
-            path=self._log_path(),
-            status=int(code) if str(code).isdigit() else code,
-            client=self.client_address[0],
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            client=request.client,
         )
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http.protocol", message=format % args, client=self.client_address[0])
+    async def _drop_body(self, request: _Request, reader: asyncio.StreamReader) -> None:
+        """Read and forget a body the answer does not need, within the body's limits, so
+        that the client, still sending, gets to read the answer. A client waiting for
+        `100 Continue` has sent nothing and is not waited for."""
+        request.body_pending, request.linger = False, True
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            return
+        length = request.headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > self.http.max_body:
+            return  # too large to wait for: answered at once, then _linger
+        with contextlib.suppress(TimeoutError, ValueError, _TooLarge):
+            async with asyncio.timeout(self.limits.body_timeout):
+                if length.isdigit():
+                    await reader.readexactly(int(length))
+                else:
+                    await _read_chunked(reader, self.http.max_body)
+                request.linger = False
+
+    async def _linger(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        """Closing with unread data resets the connection, and the client may then lose
+        our answer: after it, shut our side and read what still comes, for a moment."""
+        with contextlib.suppress(TimeoutError, OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(LINGER):
+                while await reader.read(65536):
+                    pass
 
 
-_GET_ROUTES: dict[str, Callable[[_Handler], _Response]] = {
-    "/metrics": _Handler._metrics,
-    "/healthz": _Handler._healthz,
-    "/readyz": _Handler._readyz,
-    "/status": _Handler._status,
+_GET_ROUTES: dict[str, Callable[[_Server, _Request], Awaitable[_Response]]] = {
+    "/metrics": _Server._metrics,
+    "/healthz": _Server._healthz,
+    "/readyz": _Server._readyz,
+    "/status": _Server._status,
 }
+
+
+def _request_line(line: bytes) -> tuple[str, str]:
+    """(method, target) of `METHOD SP TARGET SP HTTP/1.x`; _Refused otherwise."""
+    parts = line.decode("latin-1").rstrip("\r\n").split(" ")
+    if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not parts[1]:
+        raise _Refused(_error(400, "bad request line"))
+    method, target, version = parts
+    if not re.fullmatch(r"HTTP/[0-9]\.[0-9]", version):
+        raise _Refused(_error(400, "bad HTTP version"))
+    if not version.startswith("HTTP/1."):
+        raise _Refused(_error(505, "HTTP version not supported"))
+    return method, target
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    """A `Transfer-Encoding: chunked` body (RFC 9112 7.1), at most `max_body` bytes."""
+    body = bytearray()
+    while True:
+        line = await reader.readline()
+        if len(line) > _CHUNK_LINE or not line.endswith(b"\n"):
+            raise ValueError("bad chunk size line")
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        if size < 0:
+            raise ValueError("bad chunk size")
+        if size == 0:
+            break
+        if len(body) + size > max_body:
+            raise _TooLarge
+        body += await reader.readexactly(size)
+        if await reader.readline() not in (b"\r\n", b"\n"):
+            raise ValueError("truncated chunk")
+    for _ in range(_MAX_TRAILERS):
+        if await reader.readline() in (b"\r\n", b"\n", b""):
+            return bytes(body)
+    raise ValueError("too many trailer lines")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _http_date() -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
 
 
 def _match(routes: Mapping[str, PostHandler], path: str) -> tuple[PostHandler, str | None] | None:

@@ -43,9 +43,11 @@ from syncd.db import (
     is_connection_error,
     is_transient,
 )
+from syncd.errors import SyncdError
 from syncd.http_server import PostHandler
 from syncd.metrics import Metrics
 from syncd.records import Reject, Row, RowBuilder
+from syncd.schema import PendingMigration
 from syncd.store import EntityStore
 from syncd.synclog import SyncLog
 
@@ -116,8 +118,16 @@ class _Run:
 class Ingestor:
     """Stores pushed records for the entities of one configuration."""
 
-    def __init__(self, config: Config, metrics: Metrics, *, max_connections: int = 4) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        max_connections: int = 4,
+        migration: PendingMigration | None = None,
+    ) -> None:
         self.config = config
+        self.migration = migration  # done by the first push that reaches the database
         self.metrics = metrics
         self.log = SyncLog(config.database.schema)
         self._pool = _Pool(config.database, max_connections)
@@ -129,11 +139,10 @@ class Ingestor:
 
     def routes(self) -> dict[str, PostHandler]:
         """`/v1/ingest/{entity}`, and each entity's `ingest_path` bound to that entity."""
-        routes: dict[str, PostHandler] = {INGEST_ROUTE: self._handle}
-        for name, entity in self.config.entities.items():
-            if entity.ingest_path is not None:
-                routes[entity.ingest_path] = self._bound(name)
-        return routes
+        return {
+            path: self._handle if name is None else self._bound(name)
+            for path, name in ingest_paths(self.config).items()
+        }
 
     def close(self) -> None:
         """Close the idle connections now; those in use close as their pushes end."""
@@ -226,6 +235,9 @@ class Ingestor:
         try:
             while True:
                 try:
+                    if self.migration is not None:
+                        for change in self.migration.ensure(conn):
+                            log.info("migrate.applied", change=change)
                     if run.id is None:
                         run.id = self.log.start_run(conn, entity.name, "ingest", None, None)
                         structlog.contextvars.bind_contextvars(run_id=run.id)
@@ -277,7 +289,9 @@ class Ingestor:
     def _failed(self, conn: Connection, run_id: int | None, exc: Exception) -> IngestError:
         """The error to answer with, once the run (if any) is marked failed with it."""
         failure: IngestError
-        if not isinstance(exc, psycopg2.Error):
+        if isinstance(exc, SyncdError):  # a pending migration the table cannot take
+            failure = IngestError(str(exc), run_id)
+        elif not isinstance(exc, psycopg2.Error):
             failure = IngestError(f"internal error: {type(exc).__name__}", run_id)
         elif is_connection_error(exc):
             failure = Busy(f"database unavailable: {describe_db_error(exc)}", run_id)
@@ -309,6 +323,16 @@ class Ingestor:
         if result is not None:
             self.metrics.written.labels(entity=entity).inc(result.changed)
             self.metrics.rejected.labels(entity=entity).inc(result.rejected)
+
+
+def ingest_paths(config: Config) -> dict[str, str | None]:
+    """Every push path: the general one (None: the entity is in the path) and each
+    entity's own `ingest_path`."""
+    paths: dict[str, str | None] = {INGEST_ROUTE: None}
+    for name, entity in config.entities.items():
+        if entity.ingest_path is not None:
+            paths[entity.ingest_path] = name
+    return paths
 
 
 class _Pool:

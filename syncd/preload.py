@@ -32,7 +32,7 @@ from syncd.chunks import Chunk, chunks_done, plan_chunks
 from syncd.config import CalendarStep, Entity
 from syncd.db import Connection, describe_db_error
 from syncd.errors import SyncdError, UsageError
-from syncd.runner import EntityRunner, Mark, RunResult, close_quietly
+from syncd.runner import EntityRunner, Mark, RunResult
 from syncd.synclog import preload_lock
 from syncd.windows import Piece, SourceTime
 
@@ -188,7 +188,7 @@ class Preloader(EntityRunner):
                     self.metrics.skipped.labels(entity=name).inc()
                 return result
             try:
-                interrupted = self.log.close_interrupted(conn, name, "preload")
+                interrupted = self.unrecorded.close_interrupted(self.log, conn, name, "preload")
                 if interrupted:
                     log.warning("preload.interrupted_runs_closed", count=interrupted)
                 plan = (
@@ -208,7 +208,7 @@ class Preloader(EntityRunner):
             except SyncdError as exc:
                 result.error = str(exc)
             finally:
-                close_quietly(conn)
+                self.release(conn, lock)
         result.seconds = time.monotonic() - began
         if result.error:
             result.status = "failed"

@@ -272,20 +272,3 @@ class RowBuilder:
         if self.keep_raw:
             values.append(Json(record))
         return tuple(values)
-
-
-def jsonb_safe(value: Any) -> Any:
-    """`value` in a form PostgreSQL jsonb accepts. JSON allows what jsonb refuses: NUL
-    (`\\u0000`) and lone surrogates in strings, numbers beyond a double. A rejected record
-    must still land in sync_rejects: those become U+FFFD, `?` and text."""
-    if isinstance(value, str):
-        if value.isascii() and "\x00" not in value:
-            return value
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {jsonb_safe(key): jsonb_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [jsonb_safe(item) for item in value]
-    return value

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from syncd.metrics import Metrics
 from syncd.paging import WindowReader
 from syncd.prefetch import Prefetched
 from syncd.records import Reject, Row, RowBuilder
+from syncd.schema import PendingMigration
 from syncd.source import SourceClient
 from syncd.store import EntityStore
 from syncd.synclog import SyncLog
@@ -72,6 +73,44 @@ class Batch:
     written: int = 0  # set once upserted
 
 
+class Unrecorded:
+    """Ends of runs that could not be written to `sync_time` (the database was gone
+    for longer than the reconnect tries). The entity's next run of the same kind
+    writes them, so the run keeps its real error instead of being called interrupted.
+    Shared by the runners of one process (a reload passes it on)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ends: dict[int, tuple[str, str, str | None]] = {}  # id -> entity, kind, error
+
+    def remember(self, result: RunResult) -> None:
+        assert result.run_id is not None
+        with self._lock:
+            self._ends[result.run_id] = (result.entity, result.kind, result.error)
+
+    def of(self, entity: str, kind: str) -> dict[int, str | None]:
+        """run id -> its error (None: it succeeded), for runs of `entity` and `kind`."""
+        with self._lock:
+            return {
+                run_id: error
+                for run_id, (name, run_kind, error) in self._ends.items()
+                if (name, run_kind) == (entity, kind)
+            }
+
+    def forget(self, run_ids: Iterable[int]) -> None:
+        with self._lock:
+            for run_id in run_ids:
+                self._ends.pop(run_id, None)
+
+    def close_interrupted(self, log: SyncLog, conn: Connection, entity: str, kind: str) -> int:
+        """Write the ends kept for `entity` and `kind`, then mark its other `running`
+        rows interrupted (SyncLog.close_interrupted); returns how many of those."""
+        ends = self.of(entity, kind)
+        count = log.close_interrupted(conn, entity, kind, ends)
+        self.forget(ends)
+        return count
+
+
 class LostLock(SyncdError):
     """After a reconnect another instance holds the lock: this run must end."""
 
@@ -88,8 +127,12 @@ class EntityRunner:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
+        migration: PendingMigration | None = None,
+        unrecorded: Unrecorded | None = None,
     ) -> None:
         self.config = config
+        self.unrecorded = unrecorded or Unrecorded()
+        self.migration = migration  # done by the first run that reaches the database
         self.metrics = metrics
         self.now = now
         self.sleep = sleep
@@ -118,13 +161,29 @@ class EntityRunner:
             return None, f"cannot connect to the database: {describe_db_error(exc)}"
         try:
             if self.log.try_lock(conn, lock):
+                if self.migration is not None:
+                    for change in self.migration.ensure(conn):
+                        log.info("migrate.applied", change=change)
                 return conn, None
         except psycopg2.Error as exc:
-            close_quietly(conn)
+            self.release(conn, lock)
             return None, f"database: {describe_db_error(exc)}"
+        except SyncdError as exc:  # the table cannot take the configuration's columns
+            self.release(conn, lock)
+            return None, str(exc)
         close_quietly(conn)
         log.info("sync.skipped", lock=lock, reason="another instance holds the lock")
         return None, None
+
+    def release(self, conn: Connection, lock: str) -> None:
+        """Unlock, then close. PostgreSQL frees a session's locks only once its backend
+        has exited, a moment after the client hung up: without the explicit unlock,
+        the next run of the entity could find its own lock still held and skip."""
+        if not conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                conn.rollback()
+                self.log.unlock(conn, lock)
+        close_quietly(conn)
 
     # -- the run's sync_time row -----------------------------------------------------
 
@@ -145,21 +204,25 @@ class EntityRunner:
             result.error = f"internal error: {type(exc).__name__}: {exc}"
 
     def finish(self, conn: Connection, result: RunResult) -> Connection:
-        """Record the run's end; the connection may be the one that broke."""
+        """Record the run's end; the connection may be the one that broke. If the
+        database cannot be reached, the end is kept for the entity's next run to
+        record (see Unrecorded)."""
         assert result.run_id is not None
         result.status = "failed" if result.error else "ok"
+        reason = ""
         for _ in range(2):
             try:
+                if conn.closed:
+                    conn = self.connect()
                 conn.rollback()
                 self.log.finish_run(conn, result.run_id, result.error)
                 break
-            except psycopg2.Error:
+            except psycopg2.Error as exc:
                 close_quietly(conn)
-                try:
-                    conn = self.connect()
-                except psycopg2.Error as exc:
-                    log.error("sync.finish_unrecorded", error=describe_db_error(exc))
-                    break
+                reason = describe_db_error(exc)
+        else:
+            log.error("sync.finish_unrecorded", error=reason)
+            self.unrecorded.remember(result)
         event = log.info if result.status == "ok" else log.error
         event(
             "sync.finished",

@@ -8,6 +8,8 @@ serialise on a transaction-level advisory lock.
 
 from __future__ import annotations
 
+import threading
+
 from psycopg2 import sql
 
 from syncd.config import RAW_COLUMN, Config, Entity
@@ -182,3 +184,27 @@ def migrate(conn: Connection, config: Config) -> list[str]:
         conn.rollback()
         raise
     return changes
+
+
+class PendingMigration:
+    """A migration a reload could not run because the database was not there.
+
+    The reloaded configuration is applied anyway (only the file's own problems refuse
+    a reload); the first run or push that reaches the database migrates before it
+    touches a table, so a column the new file adds exists before anything writes it."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._done = False
+
+    def ensure(self, conn: Connection) -> list[str]:
+        """Migrate on `conn` unless done already; returns the changes made."""
+        if self._done:
+            return []
+        with self._lock:
+            if self._done:
+                return []
+            changes = migrate(conn, self._config)
+            self._done = True
+            return changes

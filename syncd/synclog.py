@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from psycopg2 import sql
@@ -17,7 +17,8 @@ from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import Json, execute_values
 
 from syncd.db import Connection
-from syncd.records import Reject, jsonb_safe
+from syncd.records import Reject
+from syncd.storable import storable_error, storable_json, storable_text
 
 INTERRUPTED = "interrupted: the syncd process running this stopped before it finished"
 
@@ -42,12 +43,35 @@ class SyncLog:
         conn.commit()
         return bool(row and row[0])
 
+    def unlock(self, conn: Connection, name: str) -> None:
+        """Release the session-level advisory lock `name` taken by `try_lock`."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+        conn.commit()
+
     # -- sync_time ----------------------------------------------------------------
 
-    def close_interrupted(self, conn: Connection, entity: str, kind: str) -> int:
+    def close_interrupted(
+        self,
+        conn: Connection,
+        entity: str,
+        kind: str,
+        known: Mapping[int, str | None] | None = None,
+    ) -> int:
         """Mark `running` rows of `entity` and `kind` failed. Call only while holding
-        the lock of that kind of run: then no live process can be running them."""
+        the lock of that kind of run: then no live process can be running them.
+        `known` gives the real end of some of them (run id -> error, None for ok),
+        which this process could not record when they ended. Returns how many rows
+        were marked interrupted."""
         with conn.cursor() as cur:
+            for run_id, error in (known or {}).items():
+                cur.execute(
+                    self._sql(
+                        "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
+                        "error = %s WHERE id = %s AND status = 'running'"
+                    ),
+                    ("failed" if error else "ok", storable_error(error), run_id),
+                )
             cur.execute(
                 self._sql(
                     "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
@@ -133,7 +157,7 @@ class SyncLog:
                     "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
                     "WHERE id = %s"
                 ),
-                ("failed" if error else "ok", error, run_id),
+                ("failed" if error else "ok", storable_error(error), run_id),
             )
         conn.commit()
 
@@ -256,8 +280,11 @@ class SyncLog:
     def add_rejects(
         self, cur: Cursor, entity: str, run_id: int | None, rejects: Iterable[Reject]
     ) -> None:
-        # As received, as far as jsonb can hold it: a reject must never fail its page.
-        rows = [(entity, run_id, Json(jsonb_safe(r.record)), r.reason) for r in rejects]
+        # As received, as far as PostgreSQL can hold it: a reject must never fail its page.
+        rows = [
+            (entity, run_id, Json(storable_json(r.record)), storable_text(r.reason))
+            for r in rejects
+        ]
         if rows:
             execute_values(
                 cur,

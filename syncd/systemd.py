@@ -93,6 +93,11 @@ class Notifier:
     def stopping(self) -> None:
         self._send("STOPPING=1")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for `seconds` more before systemd's start (or stop) timeout kills us;
+        another message must come within that time (systemd >= 236)."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     @property
     def watchdog_interval(self) -> float | None:
         """Seconds between two WATCHDOG=1 (half of WATCHDOG_USEC), or None: no watchdog."""
