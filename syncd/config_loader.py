@@ -293,6 +293,7 @@ _SOURCE_KEYS = (
     "timezone",
     "records_path",
     "retries",
+    "max_page_bytes",
 )
 _ENTITY_KEYS = (
     "url",
@@ -526,6 +527,7 @@ class _Loader(TreeReader):
             retries=fields.opt(
                 "retries", lambda n, p: self.retries(n, p, base.retries), base.retries
             ),
+            max_page_bytes=fields.opt("max_page_bytes", self.size, base.max_page_bytes),
         )
 
     def params(self, node: Node, path: str, base: Params) -> Params | None:

@@ -6,7 +6,6 @@ carriage return); everything else formats to plain ASCII."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,13 +33,9 @@ def _iso(value: Any) -> str:
     return str(value.isoformat())
 
 
-# One encoder for all: json.dumps with options builds a new one on every call.
-_encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
-
-
 def _jsonb(value: Any) -> str:
-    # RowBuilder hands jsonb values over wrapped for psycopg2 (`Json`).
-    return _text(_encode_json(value.adapted))
+    # RowBuilder hands jsonb values over as JSON text already (records.JsonText).
+    return _text(value.text)
 
 
 FORMATTERS: dict[str, Formatter] = {

@@ -502,6 +502,10 @@ class Daemon:
             return True
         self.stopping = True
         self.stop_syncs.set()
+        if self.runtime is not None:
+            # A stop never waits for a source: requests in flight are cut now (their
+            # runs end failed, their pages uncommitted, the watermark where it was).
+            self.runtime.engine.client.cancel_all()
         self.preload_wake.set()  # the preload thread may be waiting for work
         self.notifier.stopping()
         log.info("daemon.stopping", running=list(self.running))

@@ -24,7 +24,6 @@ A run that fails after its `sync_time` row exists is marked `failed` with the er
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -35,6 +34,7 @@ import psycopg2
 import psycopg2.extensions
 import structlog
 
+from syncd import jsonrecords
 from syncd.config import Config, Database, Entity
 from syncd.db import (
     Connection,
@@ -45,6 +45,7 @@ from syncd.db import (
 )
 from syncd.errors import SyncdError
 from syncd.http_server import PostHandler
+from syncd.jsonrecords import records_in
 from syncd.metrics import Metrics
 from syncd.records import Reject, Row, RowBuilder
 from syncd.schema import PendingMigration
@@ -419,34 +420,9 @@ def _with_run_id(body: dict[str, Any], run_id: int | None) -> dict[str, Any]:
 
 
 def parse_records(body: bytes) -> list[Any]:
-    """The JSON array of records in a request body; BadBody (400) says what is wrong."""
+    """The JSON array of records in a request body; BadBody (400) says what is wrong.
+    A record the decoder cannot read alone is one reject, not a 400 (jsonrecords)."""
     try:
-        text = body.decode("utf-8-sig")  # a byte order mark may be ignored (RFC 8259 §8.1)
-    except UnicodeDecodeError as exc:
-        raise BadBody(f"body is not UTF-8: invalid byte at position {exc.start}") from None
-    try:
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
-        raise BadBody(f"malformed JSON: {exc.msg} at {where}") from None
-    except ValueError as exc:  # NaN or Infinity; an integer of thousands of digits
-        raise BadBody(f"malformed JSON: {str(exc).split(';')[0]}") from None
-    except RecursionError:
-        raise BadBody("malformed JSON: nested too deeply") from None
-    if not isinstance(data, list):
-        raise BadBody(f"expected a JSON array of records, got {_kind(data)}")
-    return data
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "null" if value is None else "a number"
+        return records_in(body, constants=False)
+    except jsonrecords.BadBody as exc:
+        raise BadBody(str(exc)) from None

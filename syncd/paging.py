@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from syncd.errors import PagingError
+from syncd.storable import storable_json
 
 # (offset, limit) -> the records of that page, in the source's order.
 FetchPage = Callable[[int, int], list[Any]]
@@ -51,7 +52,12 @@ def overlap_for(page_size: int) -> int:
 
 def identity(record: Any) -> str:
     """A record's full content, canonically: equal only for the same version."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError:
+        # Nested nearly as deep as the decoder allows: its first levels stand for it.
+        # (Two such records alike in their first hundred levels would pass for one.)
+        return "deep:" + json.dumps(storable_json(record), sort_keys=True, default=str)
 
 
 def _find_anchor(page: list[Any], anchors: dict[str, int]) -> int | None:
@@ -108,12 +114,14 @@ class WindowReader:
     def batches(self, should_stop: Callable[[], bool] = lambda: False) -> Iterator[list[Any]]:
         offset = 0
         previous: list[Any] = []  # the last accepted page ...
-        previous_end = 0  # ... and the offset just past it
+        previous_offset = previous_end = 0  # ... where it started, and just past it
         anchors: dict[str, int] = {}  # identity -> rank, in `previous` order
         misses = 0  # consecutive pages without an anchor
         while not should_stop():
             page = self.fetch(offset, self.page_size)
             self.requests += 1
+            if previous and len(page) >= self.page_size and offset != previous_offset:
+                _check_moved(page, previous, offset, previous_offset)
             start = 0
             if anchors:
                 found = _find_anchor(page, anchors)
@@ -142,9 +150,21 @@ class WindowReader:
                 # A full page with nothing after its anchor: the source is not moving
                 # forward (it may ignore `offset`). Bounded, or this would never end.
                 self._reread(f"a full page at offset {offset} brought no new record")
-            previous, previous_end = page, offset + len(page)
+            previous, previous_offset, previous_end = page, offset, offset + len(page)
             anchors = _anchors(page[-self.overlap :])
             offset = previous_end - self.overlap
+
+
+def _check_moved(page: list[Any], previous: list[Any], offset: int, previous_offset: int) -> None:
+    """A full page that begins and ends with the same records as the page at another
+    offset: the source answers every offset alike (it ignores `offset`, or the window
+    is one record repeated). Paging on would never end; nothing can be read right."""
+    if identity(page[0]) == identity(previous[0]) and identity(page[-1]) == identity(previous[-1]):
+        raise PagingError(
+            f"the source answered offset {offset} with the same page as offset "
+            f"{previous_offset}: it does not seem to honour the offset parameter "
+            "(source.params.offset); nothing committed for this window"
+        )
 
 
 def _anchors(records: list[Any]) -> dict[str, int]:

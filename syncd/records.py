@@ -13,6 +13,7 @@ field; the rest of its page is unaffected. Conventions (CONTRACT §9):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo
 from psycopg2.extras import Json
 
 from syncd.config import Entity
+from syncd.jsonrecords import Number, Undecodable, spelling
 
 Row = tuple[Any, ...]
 Converter = Callable[[Any], Any]
@@ -57,6 +59,9 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")  # ASCII digits; more would be out of range
+
+
 def _integer(bounds: tuple[int, int]) -> Converter:
     low, high = bounds
 
@@ -67,7 +72,7 @@ def _integer(bounds: tuple[int, int]) -> Converter:
             number = value
         elif isinstance(value, float) and value.is_integer():
             number = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
             number = int(value)
         else:
             raise BadValue(f"expected an integer, got {_describe(value)}")
@@ -83,11 +88,12 @@ def _numeric(value: Any) -> Any:
         raise BadValue(f"expected a number, got {_describe(value)}")
     if isinstance(value, int):
         return value
+    if isinstance(value, Number):
+        # As the source wrote it: exact, however many digits (a float would round).
+        return Decimal(value.text)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"expected a finite number, got {value}")
-        # Kept a float: its repr is the shortest text that reads back as the same
-        # number, which is what both COPY and psycopg2 send for a numeric column.
         return value
     if isinstance(value, str):
         try:
@@ -133,8 +139,10 @@ def _text(value: Any) -> str:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return spelling(value)  # as the source wrote it: 1e999, not inf
     raise BadValue(f"expected text, got {_describe(value)}")
 
 
@@ -149,7 +157,8 @@ def _date(value: Any) -> date:
 
 def parse_record_time(value: Any) -> datetime:
     """ISO 8601 with `T` or a space, optional fraction, optional `Z` or ±HH:MM."""
-    if isinstance(value, str) and len(value) >= 16 and value[10] in "T ":
+    # (fromisoformat stops reading at a NUL and would take what came before it.)
+    if isinstance(value, str) and len(value) >= 16 and value[10] in "T " and "\x00" not in value:
         try:
             return datetime.fromisoformat(value)
         except ValueError:
@@ -184,8 +193,51 @@ def _uuid(value: Any) -> str:
     raise BadValue(f"expected a UUID, got {_describe(value)}")
 
 
-def _jsonb(value: Any) -> Json:
-    return Json(value)
+class JsonText(Json):
+    """A jsonb value serialized once, when its row is built: COPY writes `text`, and
+    psycopg2 quotes it (`dumps` returns it). Equal when the text is."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(None)
+        self.text = text
+
+    def dumps(self, obj: Any) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonText) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __lt__(self, other: JsonText) -> bool:  # keys are sorted to lock rows in order
+        return self.text < other.text
+
+
+# One encoder for all: json.dumps with options builds a new one on every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text that jsonb accepts, or BadValue saying why it cannot be."""
+    try:
+        text: str = _encode_json(value)
+    except RecursionError:
+        raise BadValue("nested too deeply to be written as JSON") from None
+    except ValueError:
+        raise BadValue("holds a number jsonb cannot: NaN or one beyond a double") from None
+    if "\\u0000" in text:
+        raise BadValue("holds a NUL character (\\u0000), which jsonb cannot")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise BadValue("holds a lone surrogate (e.g. \\ud800), which jsonb cannot") from None
+    return text
+
+
+def _jsonb(value: Any) -> JsonText:
+    return JsonText(json_text(value))
 
 
 def converter_for(column_type: str, tz: ZoneInfo) -> Converter:
@@ -250,6 +302,16 @@ class RowBuilder:
         ]
 
     def build(self, record: Any) -> Row | Reject:
+        """The record's row, or its Reject: whatever is wrong with a record, never an
+        exception (one bad record must not stop its page)."""
+        try:
+            return self._build(record)
+        except Exception as exc:  # a converter's blind spot: this record only
+            return Reject(record, f"the record cannot be converted ({type(exc).__name__})")
+
+    def _build(self, record: Any) -> Row | Reject:
+        if isinstance(record, Undecodable):
+            return Reject(record.text, record.reason)
         if not isinstance(record, dict):
             return Reject(record, f"the record is {_describe(record)}, not an object")
         values: list[Any] = []
@@ -270,5 +332,8 @@ class RowBuilder:
         except BadValue as bad:
             return Reject(record, f"field {name}: {bad}")
         if self.keep_raw:
-            values.append(Json(record))
+            try:
+                values.append(_jsonb(record))
+            except BadValue as bad:
+                return Reject(record, f"the whole record (keep_raw): {bad}")
         return tuple(values)

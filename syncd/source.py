@@ -9,7 +9,6 @@ the request itself is wrong (a bad URL or parameter name) and fail at once.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +21,10 @@ import urllib3
 
 from syncd.config import Entity, SourceConfig
 from syncd.errors import SourceAuthError, SourceError
+from syncd.inflight import Requests, pool_manager
+from syncd.jsonrecords import BadBody, records_in
+
+_CHUNK = 64 * 1024  # bytes read (decompressed) at a time
 
 
 class RequestObserver(Protocol):
@@ -69,19 +72,6 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float
     return max(0.0, (when - now()).total_seconds())
 
 
-def extract_records(body: Any, records_path: tuple[str, ...]) -> list[Any]:
-    """The array of records in a decoded body, at `records_path`."""
-    node = body
-    for step in records_path:
-        if not isinstance(node, dict) or step not in node:
-            raise _Retryable(f"the body has no '{'.'.join(records_path)}'")
-        node = node[step]
-    if not isinstance(node, list):
-        where = ".".join(records_path) or "the body"
-        raise _Retryable(f"{where} is a JSON {type(node).__name__}, not an array")
-    return node
-
-
 class SourceClient:
     """Fetches pages from every entity's source through one connection pool."""
 
@@ -96,7 +86,8 @@ class SourceClient:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         # Retries are ours (they need the policy above), so urllib3's are off.
-        self.pool = pool or urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
+        self.pool = pool or pool_manager(num_pools=16, maxsize=4, retries=False)
+        self.requests = Requests()
         self.sleep = sleep
         self.jitter = jitter
         self.now = now
@@ -131,6 +122,10 @@ class SourceClient:
             f"{'try' if attempts == 1 else 'tries'}: {last_reason}"
         )
 
+    def cancel_all(self) -> None:
+        """Cut every request in flight now, and fail any started later (a stop)."""
+        self.requests.cut_all("cancelled: syncd is stopping")
+
     def _delay(self, source: SourceConfig, attempt: int, asked: float | None) -> float:
         cap = source.retries.max_backoff.total_seconds()
         if asked is not None:
@@ -148,27 +143,55 @@ class SourceClient:
         return headers
 
     def _try_once(self, entity: Entity, params: dict[str, str]) -> list[Any]:
+        """One request, from connecting to the last byte within `source.timeout`."""
         source = entity.source
         seconds = source.timeout.total_seconds()
         started = time.monotonic()
         code = "error"
+        with self.requests.start(seconds) as request:
+            try:
+                response = self.pool.request(
+                    "GET",
+                    with_query(entity.url, params),
+                    headers=self._headers(source),
+                    timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
+                    redirect=False,
+                    preload_content=False,
+                )
+                code = str(response.status)
+                body = self._body(entity, response)
+            except urllib3.exceptions.HTTPError as exc:
+                if request.cut_because is not None:
+                    raise _Retryable(request.cut_because) from None
+                raise _Retryable(f"{type(exc).__name__}: {_short(exc)}") from None
+            finally:
+                if self.observe is not None:
+                    self.observe(entity.name, code, time.monotonic() - started)
         try:
-            response = self.pool.request(
-                "GET",
-                with_query(entity.url, params),
-                headers=self._headers(source),
-                timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
-                redirect=False,
-            )
-            code = str(response.status)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Retryable(f"{type(exc).__name__}: {_short(exc)}") from None
-        finally:
-            if self.observe is not None:
-                self.observe(entity.name, code, time.monotonic() - started)
-        return self._read(entity, response)
+            return records_in(body, entity.source.records_path)
+        except BadBody as exc:
+            raise _Retryable(f"the body is not the expected JSON ({_short(exc)})") from None
 
-    def _read(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> list[Any]:
+    def _body(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> bytearray:
+        """The page's body, decompressed, or the error its status means. A body over
+        `source.max_page_bytes` is refused as it arrives, before it fills memory."""
+        try:
+            self._check_status(entity, response)
+            limit = entity.source.page_bytes_limit
+            body = bytearray()
+            for chunk in response.stream(_CHUNK, decode_content=True):
+                body += chunk
+                if len(body) > limit:
+                    raise SourceError(
+                        f"{entity.name}: GET {public_url(entity.url)} sent a page of more "
+                        f"than {limit:,} bytes (source.max_page_bytes): refused, it cannot "
+                        "be a page of page_size records of any sane size"
+                    )
+            return body
+        finally:
+            response.release_conn()
+
+    def _check_status(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> None:
         status = response.status
         if status in (401, 403):
             raise SourceAuthError(
@@ -187,11 +210,6 @@ class SourceClient:
                 f"{entity.name}: the source answered {status} for GET "
                 f"{public_url(entity.url)}; check the entity's url and source.params"
             )
-        try:
-            body = json.loads(response.data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Retryable(f"the body is not valid JSON ({_short(exc)})") from None
-        return extract_records(body, entity.source.records_path)
 
 
 def _short(exc: BaseException) -> str:

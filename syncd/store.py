@@ -122,14 +122,13 @@ class EntityStore:
             written = (
                 self._copy(cur, rows) if len(rows) >= COPY_MIN_ROWS else self._execute(cur, rows)
             )
-        except UnicodeEncodeError:
-            # COPY text must be UTF-8; a lone surrogate (JSON "\ud800") in a jsonb value
-            # cannot be. Row by row, psycopg2 sends it escaped and PostgreSQL rejects
-            # just that row.
+        except _UNSENDABLE:
+            # A value that cannot even be sent (text that is not UTF-8, say): the row
+            # builder lets none through, but a row must never fail its page.
             cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
             return self._row_by_row(cur, unique)
         except psycopg2.Error as exc:
-            if not is_data_error(exc):
+            if not _refused_for_a_row(exc):
                 raise  # the caller rolls back; on a dead connection a ROLLBACK would mask why
             cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
             return self._row_by_row(cur, unique)
@@ -158,15 +157,32 @@ class EntityStore:
             try:
                 written += self._execute(cur, [row])
             except psycopg2.Error as exc:
-                if not is_data_error(exc):
+                if not _refused_for_a_row(exc):
                     raise
                 cur.execute("ROLLBACK TO SAVEPOINT syncd_row")
                 rejects.append(
                     Reject(record, f"PostgreSQL refused the row: {describe_db_error(exc)}")
                 )
+            except _UNSENDABLE as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT syncd_row")
+                reason = f"the row cannot be sent to PostgreSQL ({type(exc).__name__})"
+                rejects.append(Reject(record, reason))
             else:
                 cur.execute("RELEASE SAVEPOINT syncd_row")
         return Upserted(written, rejects)
+
+
+# What encoding a row for PostgreSQL can raise before anything is sent: text that is not
+# UTF-8 (UnicodeEncodeError), a NUL in a string (psycopg2's ValueError), nesting too deep.
+_UNSENDABLE = (UnicodeEncodeError, ValueError, RecursionError)
+
+
+def _refused_for_a_row(exc: psycopg2.Error) -> bool:
+    """PostgreSQL refused the statement for what some row holds: data (22) or integrity
+    (23), a key twice in one statement (21000), or a value too deeply nested to parse
+    (54001). Row by row, only the rows at fault are rejected."""
+    code = exc.pgcode or ""
+    return is_data_error(exc) or code in ("21000", "54001")
 
 
 def _staging_name(schema: str, table: str) -> str:

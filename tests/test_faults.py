@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg2
 import psycopg2.extensions
@@ -588,7 +588,7 @@ def test_a_run_end_the_database_could_not_take_is_recorded_by_the_next_run(
 class _LockCheckingConnection(psycopg2.extensions.connection):
     """Records, as it closes, how many advisory locks its session still holds."""
 
-    held_at_close: list[int] = []
+    held_at_close: ClassVar[list[int]] = []
 
     def close(self) -> None:
         if not self.closed:

@@ -1,0 +1,216 @@
+"""Records out of a JSON body: a page from a source, or a push.
+
+Two things the standard decoder does not do, and a sync needs:
+
+* A number keeps its spelling. `1.10`, `1e2` or `1e999` become `Number`s, floats that
+  remember the text they were read from, so a text column stores what the source
+  wrote (not `1.1`, `100.0` or `inf`) and a numeric column its exact value.
+* One bad record does not sink its page. A body the decoder refuses as a whole only
+  because some record in it is beyond its limits (nested deeper than its recursion
+  limit, an integer of more than 4300 digits) is split into its records, which are
+  decoded one by one: each record that still fails becomes an `Undecodable`, which
+  the row builder rejects like any bad record, and the rest of the page lands. A
+  body that is not JSON, or has no array where the records should be, stays an
+  invalid body (`BadBody`): a source's is retried, a push's answered 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# The most of an undecodable record's text kept in its reject.
+EXCERPT = 2000
+
+
+class BadBody(ValueError):
+    """The body is not the expected JSON; the message says why, on one line, without
+    quoting the body."""
+
+
+class Number(float):
+    """A JSON number with a fraction or an exponent, as a float that keeps its text."""
+
+    __slots__ = ("text",)
+
+    text: str
+
+    def __new__(cls, text: str) -> Number:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A record the decoder cannot read, though the page around it is sound."""
+
+    text: str  # the record's JSON, as received
+    reason: str
+
+    def __str__(self) -> str:  # what the pager compares records by (paging.identity)
+        return f"undecodable record: {self.text}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadBody(f"malformed JSON: {name} is not valid JSON")
+
+
+def decode(text: str | bytes, *, constants: bool = True) -> Any:
+    """JSON text to Python, numbers with fractions as `Number`. `constants=False`
+    refuses the non-standard NaN and Infinity (which json.loads accepts)."""
+    if constants:
+        return json.loads(text, parse_float=Number)
+    return json.loads(text, parse_float=Number, parse_constant=_refuse_constant)
+
+
+def records_in(
+    body: bytes | bytearray, records_path: tuple[str, ...] = (), *, constants: bool = True
+) -> list[Any]:
+    """The records of a body: the array at the dotted `records_path` ("" is the body
+    itself), with `Undecodable` in place of records that cannot be decoded alone."""
+    try:
+        text = body.decode("utf-8-sig")  # a byte order mark may be ignored (RFC 8259 8.1)
+    except UnicodeDecodeError as exc:
+        raise BadBody(f"body is not UTF-8: invalid byte at position {exc.start}") from None
+    try:
+        return _records_at(decode(text, constants=constants), records_path)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
+        raise BadBody(f"malformed JSON: {exc.msg} at {where}") from None
+    except (RecursionError, ValueError) as exc:
+        if isinstance(exc, BadBody):
+            raise
+        # Too deep, or an integer too long, somewhere: if it is inside records, only
+        # those records are lost.
+        elements = split_array(text, records_path)
+        if elements is None:
+            raise BadBody(f"cannot be decoded: {_limit(exc)}") from None
+        return [_one_record(element, constants) for element in elements]
+
+
+def _records_at(body: Any, records_path: tuple[str, ...]) -> list[Any]:
+    node = body
+    for step in records_path:
+        if not isinstance(node, dict) or step not in node:
+            raise BadBody(f"the body has no '{'.'.join(records_path)}'")
+        node = node[step]
+    if not isinstance(node, list):
+        where = f" at {'.'.join(records_path)}" if records_path else ""
+        raise BadBody(f"expected a JSON array of records{where}, got {_kind(node)}")
+    return node
+
+
+def _one_record(element: str, constants: bool) -> Any:
+    try:
+        return decode(element, constants=constants)
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"malformed JSON: {exc.msg} in a record") from None
+    except (RecursionError, ValueError) as exc:
+        if isinstance(exc, BadBody):
+            raise
+        return Undecodable(element[:EXCERPT], f"the record cannot be decoded: {_limit(exc)}")
+
+
+def _limit(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested deeper than the JSON decoder's limit"
+    if "digits" in str(exc):
+        return "an integer of more than 4300 digits"
+    return str(exc).split(";")[0]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
+
+
+# --- splitting an array without decoding it ---------------------------------------------------
+
+_STRUCTURE = re.compile(r'["\[\]{},:]')
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+@dataclass
+class _Frame:
+    kind: str  # "[" or "{"
+    on_path: bool  # this container lies on the records path
+    depth: int
+    expect_key: bool = False  # an object, before a key
+    key: str | None = None  # an object: the key of the value being read
+
+
+def split_array(text: str, records_path: tuple[str, ...]) -> list[str] | None:
+    """The text of each element of the array at `records_path`, found by scanning the
+    structure only (strings, brackets, commas), without recursion: any depth is fine.
+    None when there is no such array, or the text around it is not well formed."""
+    frames: list[_Frame] = []
+    elements: list[str] = []
+    start: int | None = None  # where the element being read began
+    target: _Frame | None = None
+    pos = 0
+    while (match := _STRUCTURE.search(text, pos)) is not None:
+        char, pos = match[0], match.end()
+        top = frames[-1] if frames else None
+        if char == '"':
+            rest = _STRING_REST.match(text, pos)
+            if rest is None:
+                return None  # an unterminated string
+            if top is not None and top.kind == "{" and top.expect_key:
+                top.key = _key(text[pos - 1 : rest.end()])
+                top.expect_key = False
+            pos = rest.end()
+        elif char in "[{":
+            on_path = _on_path(top, records_path)
+            frame = _Frame(char, on_path, len(frames), expect_key=char == "{")
+            frames.append(frame)
+            if char == "[" and on_path and frame.depth == len(records_path) and target is None:
+                target, start = frame, pos
+        elif char in "]}":
+            if top is None or top.kind != ("[" if char == "]" else "{"):
+                return None
+            frames.pop()
+            if top is target:
+                if start is not None and text[start : match.start()].strip():
+                    elements.append(text[start : match.start()].strip())
+                return elements
+        elif char == "," and top is not None:
+            if top is target and start is not None:
+                elements.append(text[start : match.start()].strip())
+                start = pos
+            if top.kind == "{":
+                top.expect_key, top.key = True, None
+    return None
+
+
+def _on_path(parent: _Frame | None, records_path: tuple[str, ...]) -> bool:
+    """Whether a container opened inside `parent` lies on the records path."""
+    if parent is None:
+        return True  # the body itself
+    depth = parent.depth
+    return (
+        parent.on_path
+        and parent.kind == "{"
+        and depth < len(records_path)
+        and parent.key == records_path[depth]
+    )
+
+
+def _key(quoted: str) -> str | None:
+    try:
+        key = json.loads(quoted)
+    except ValueError:
+        return None
+    return key if isinstance(key, str) else None
+
+
+def spelling(value: float) -> str:
+    """How a number was written in the JSON it came from (for a text column)."""
+    return value.text if isinstance(value, Number) else str(value)

@@ -1,0 +1,83 @@
+"""Records out of JSON bodies: spelled numbers, and one undecodable record among good ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.jsonrecords import BadBody, Number, Undecodable, records_in, split_array
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+def test_numbers_with_a_fraction_or_exponent_keep_their_spelling() -> None:
+    [record] = records_in(b'[{"a": 1.10, "b": 1e999, "c": 2, "d": -0.0}]')
+    assert isinstance(record["a"], Number) and record["a"].text == "1.10" and record["a"] == 1.1
+    assert record["b"].text == "1e999" and record["b"] == float("inf")
+    assert record["c"] == 2 and type(record["c"]) is int
+    assert record["d"].text == "-0.0"
+
+
+def test_a_record_too_deep_to_decode_is_undecodable_and_its_neighbours_are_kept() -> None:
+    body = f'[{{"id": 1}}, {{"id": 2, "x": {DEEP}}}, {{"id": 3, "s": "],[{{"}}]'
+    first, bad, last = records_in(body.encode())
+    assert first == {"id": 1} and last == {"id": 3, "s": "],[{"}
+    assert isinstance(bad, Undecodable)
+    assert bad.reason == "the record cannot be decoded: nested deeper than the JSON decoder's limit"
+    assert bad.text.startswith('{"id": 2, "x": [[[')
+    assert len(bad.text) == 2000  # an excerpt
+
+
+def test_an_integer_too_long_to_decode_makes_its_record_undecodable() -> None:
+    first, bad = records_in(b'[{"id": 1}, {"id": ' + b"9" * 5000 + b"}]")
+    assert first == {"id": 1}
+    assert isinstance(bad, Undecodable) and "4300 digits" in bad.reason
+
+
+def test_records_under_a_path_are_split_there_and_only_there() -> None:
+    body = '{"meta": {"data": [1]}, "data": {"items": [{"id": 1}, ' + DEEP + ', {"a": "\\""}]}}'
+    records = records_in(body.encode(), ("data", "items"))
+    assert records[0] == {"id": 1} and records[2] == {"a": '"'}
+    assert isinstance(records[1], Undecodable)
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        (b'{"a": ' * 50_000 + b"1" + b"}" * 50_000, (), "cannot be decoded: nested deeper"),
+        (b'{"data": ' + DEEP.encode() + b"}", ("items",), "cannot be decoded"),
+        (b'[{"a": 1}, {"b": tru}, ' + DEEP.encode() + b"]", (), "malformed JSON"),
+        (b"[1, 2", (), "malformed JSON"),
+        (b'{"data": 1}', ("data",), "expected a JSON array of records at data, got a number"),
+        (b"\xff", (), "body is not UTF-8"),
+    ],
+)
+def test_a_body_that_is_not_an_array_of_records_stays_a_bad_body(
+    body: bytes, path: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(BadBody, match=message):
+        records_in(body, path)
+
+
+def test_nan_is_refused_only_when_asked() -> None:
+    [record] = records_in(b'[{"a": NaN}]')
+    assert record["a"] != record["a"]
+    with pytest.raises(BadBody, match="NaN is not valid JSON"):
+        records_in(b'[{"a": NaN}]', constants=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "elements"),
+    [
+        ("[]", (), []),
+        ('[ 1 , [2, 3], {"a": [4]} ]', (), ["1", "[2, 3]", '{"a": [4]}']),
+        ('{"x": [1], "d": [ "a,]" ]}', ("d",), ['"a,]"']),
+        ('{"d": {"e": [7]}, "e": [8]}', ("d", "e"), ["7"]),
+        ('{"d": [1}', ("d",), None),
+        ('[1, "unterminated]', (), None),
+        ('{"a": [1]}', (), None),
+    ],
+)
+def test_split_array_finds_the_elements_by_structure(
+    text: str, path: tuple[str, ...], elements: list[str] | None
+) -> None:
+    assert split_array(text, path) == elements
