@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from syncd import __version__, logs
 from syncd.config import Config
-from syncd.config_loader import default_config_path, load_config
+from syncd.config_loader import default_config_path, load_config, parse_timestamp
 from syncd.db import connect, describe_db_error
 from syncd.engine import Engine, RunResult
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError
 from syncd.metrics import Metrics
+from syncd.rewind import rewind
 from syncd.schema import migrate
 from syncd.status import entity_status, format_table
 
@@ -69,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     preload.add_argument("--from", dest="start", metavar="TS", help="start of a range by hand")
     preload.add_argument("--to", dest="end", metavar="TS", help="end of the range (default: E)")
     preload.add_argument("--chunk", metavar="STEP", help="chunk size: 1d, 1w, 1mo, 1y (N times)")
+
+    rewind = commands.add_parser(
+        "rewind",
+        help="move an entity's watermark back, to sync again from a time",
+        description="Set the entity's watermark to TS, so its next incremental run reads "
+        "from TS again (minus window.lookback). Waits for a run in progress to end (its "
+        "lock), so the run cannot undo the rewind. TS: 'YYYY-MM-DD HH:MM:SS' or ISO 8601, "
+        "in the source time zone without an offset.",
+    )
+    rewind.add_argument("entity", metavar="ENTITY")
+    rewind.add_argument("--to", dest="to", metavar="TS", required=True, help="the new watermark")
+    rewind.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for a run in progress (default 60)",
+    )
 
     status = commands.add_parser(
         "status",
@@ -158,6 +177,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(config, as_json=args.json)
     if args.command == "sync":
         return _sync(config, args.entities)
+    if args.command == "rewind":
+        return _rewind(config, args.entity, args.to, args.wait)
     if args.command == "preload":
         from syncd.preload_cli import run_preload
 
@@ -187,6 +208,19 @@ def _status(config: Config, *, as_json: bool) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
+    return EXIT_OK
+
+
+def _rewind(config: Config, name: str, to: str, wait: float) -> int:
+    check_entities(config, [name])
+    try:
+        moment = parse_timestamp(to, config.entities[name].source.timezone)
+    except ValueError as exc:
+        raise UsageError(f"--to: {exc}") from None
+    if not 0 <= wait <= 86_400:
+        raise UsageError("--wait: between 0 and 86400 seconds")
+    old, new = rewind(config, name, moment, wait)
+    print(f"{name}: watermark {old.isoformat()} -> {new.isoformat()}")
     return EXIT_OK
 
 

@@ -34,6 +34,11 @@ class SourceError(SyncdError):
     """The upstream source could not be read (after retries, where retrying made sense)."""
 
 
+class SourceStopped(SourceError):
+    """The request was given up because syncd is stopping: the run ends early, not
+    because the source failed."""
+
+
 class SourceAuthError(SourceError):
     """401/403 from the source: the API key is wrong. Never retried."""
 

@@ -120,8 +120,14 @@ class WindowReader:
         while not should_stop():
             page = self.fetch(offset, self.page_size)
             self.requests += 1
-            if previous and len(page) >= self.page_size and offset != previous_offset:
-                _check_moved(page, previous, offset, previous_offset)
+            if previous and offset != previous_offset and _same_page(page, previous):
+                # Every offset answered alike: the source ignores `offset` (or the window
+                # is one record repeated). Counted, so it ends; the page is still read
+                # as usual, in case a burst of new records shifted it just so.
+                self._reread(
+                    f"offset {offset} answered with the page of offset {previous_offset}: "
+                    "does the source honour the offset parameter (source.params.offset)?"
+                )
             start = 0
             if anchors:
                 found = _find_anchor(page, anchors)
@@ -155,16 +161,13 @@ class WindowReader:
             offset = previous_end - self.overlap
 
 
-def _check_moved(page: list[Any], previous: list[Any], offset: int, previous_offset: int) -> None:
-    """A full page that begins and ends with the same records as the page at another
-    offset: the source answers every offset alike (it ignores `offset`, or the window
-    is one record repeated). Paging on would never end; nothing can be read right."""
-    if identity(page[0]) == identity(previous[0]) and identity(page[-1]) == identity(previous[-1]):
-        raise PagingError(
-            f"the source answered offset {offset} with the same page as offset "
-            f"{previous_offset}: it does not seem to honour the offset parameter "
-            "(source.params.offset); nothing committed for this window"
-        )
+def _same_page(page: list[Any], previous: list[Any]) -> bool:
+    """Two pages of the same length that begin and end with the same records."""
+    return (
+        len(page) == len(previous)
+        and identity(page[0]) == identity(previous[0])
+        and identity(page[-1]) == identity(previous[-1])
+    )
 
 
 def _anchors(records: list[Any]) -> dict[str, int]:

@@ -29,7 +29,7 @@ from psycopg2.extensions import cursor as Cursor
 
 from syncd.config import Config, Entity
 from syncd.db import Connection, connect, describe_db_error, is_connection_error, is_transient
-from syncd.errors import SyncdError
+from syncd.errors import SourceStopped, SyncdError
 from syncd.metrics import Metrics
 from syncd.paging import WindowReader
 from syncd.prefetch import Prefetched
@@ -298,15 +298,18 @@ class EntityRunner:
         store = EntityStore(entity, self.config.database.schema)
 
         def batches() -> Iterator[Batch]:
-            for records in reader.batches(self.stop.is_set):
-                batch = Batch(fetched=len(records))
-                for record in records:
-                    row = builder.build(record)
-                    if isinstance(row, Reject):
-                        batch.rejects.append(row)
-                    else:
-                        batch.pairs.append((record, row))
-                yield batch
+            try:
+                for records in reader.batches(self.stop.is_set):
+                    batch = Batch(fetched=len(records))
+                    for record in records:
+                        row = builder.build(record)
+                        if isinstance(row, Reject):
+                            batch.rejects.append(row)
+                        else:
+                            batch.pairs.append((record, row))
+                    yield batch
+            except SourceStopped:
+                return  # a stop cut the request: the pages before it still commit
 
         run_id = result.run_id
         assert run_id is not None

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import urllib3
 
 from syncd.config import Entity, SourceConfig
-from syncd.errors import SourceAuthError, SourceError
+from syncd.errors import SourceAuthError, SourceError, SourceStopped
 from syncd.inflight import Requests, pool_manager
 from syncd.jsonrecords import BadBody, records_in
 
@@ -112,11 +112,13 @@ class SourceClient:
                 return self._try_once(entity, params)
             except _Retryable as failure:
                 last_reason = str(failure)
-                if attempt == attempts or self.should_stop():
+                if self.should_stop():
+                    raise SourceStopped(f"{entity.name}: stopped: {last_reason}") from None
+                if attempt == attempts:
                     break
                 self.sleep(self._delay(source, attempt, failure.wait))
                 if self.should_stop():
-                    break
+                    raise SourceStopped(f"{entity.name}: stopped: {last_reason}") from None
         raise SourceError(
             f"{entity.name}: GET {public_url(entity.url)} failed after {attempts} "
             f"{'try' if attempts == 1 else 'tries'}: {last_reason}"
@@ -167,6 +169,9 @@ class SourceClient:
             finally:
                 if self.observe is not None:
                     self.observe(entity.name, code, time.monotonic() - started)
+        return self._decode(entity, body)
+
+    def _decode(self, entity: Entity, body: bytearray) -> list[Any]:
         try:
             return records_in(body, entity.source.records_path)
         except BadBody as exc:

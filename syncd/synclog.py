@@ -184,6 +184,17 @@ class SyncLog:
             (entity, watermark),
         )
 
+    def rewind_watermark(self, cur: Cursor, entity: str, watermark: datetime) -> None:
+        """Set the watermark, backwards too: only `syncd rewind`, under the entity's
+        lock (set_watermark never moves it back)."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET watermark = %s, updated_at = now() "
+                "WHERE entity = %s"
+            ),
+            (watermark, entity),
+        )
+
     def fix_preload_end(
         self, cur: Cursor, entity: str, now: datetime, started_at: datetime | None = None
     ) -> datetime:

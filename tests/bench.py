@@ -513,8 +513,8 @@ class TimedClient(SourceClient):
         fetch = super().fetch_page
         return self.timers.timed("fetch", lambda: fetch(entity, from_text, to_text, offset, limit))
 
-    def _read(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> list[Any]:
-        return self.timers.timed("json", lambda: super(TimedClient, self)._read(entity, response))
+    def _decode(self, entity: Entity, body: bytearray) -> list[Any]:
+        return self.timers.timed("json", lambda: super(TimedClient, self)._decode(entity, body))
 
 
 class TimedRowBuilder(RowBuilder):

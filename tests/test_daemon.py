@@ -41,6 +41,7 @@ from tests.daemon_support import (
     wait_for,
 )
 from tests.support import (
+    connection,
     missing_below_watermark,
     query,
     versions_in_db,
@@ -394,12 +395,13 @@ def test_sigterm_during_a_large_sync_commits_what_it_read_and_exits_0(
 def test_a_second_sigterm_while_draining_exits_at_once(
     tmp_path: Path, pg_dsn: str, demo: DemoSource, procs: Daemons
 ) -> None:
-    """The first SIGTERM waits for a page the source holds back; the second one ends
-    the process without waiting for it."""
+    """The first SIGTERM waits for a page being written (here held back by a lock on
+    its table; a source is never waited for); the second one ends the process without
+    waiting for it."""
     held, release = threading.Event(), threading.Event()
 
     def hold(entity: str, params: dict[str, str]) -> None:
-        if entity == "task":
+        if entity == "task" and not held.is_set():
             held.set()
             release.wait(WAIT * 2)
 
@@ -409,14 +411,27 @@ def test_a_second_sigterm_while_draining_exits_at_once(
         syncd = procs.start(write_config(tmp_path, data), port)
         syncd.wait_ready()
         wait_for(held.is_set, WAIT, "the first task request")
-        syncd.send(signal.SIGTERM)
-        syncd.notify.wait_for(stopping, WAIT, "STOPPING=1")
-        time.sleep(0.5)  # the page is still held: syncd is draining
-        assert syncd.alive(), "exited before the running page ended"
-        syncd.send(signal.SIGTERM)
-        second = time.monotonic()
-        syncd.wait_exit(5)  # gone, whatever its status: it did not wait for the page
-        assert time.monotonic() - second < 3
+        with connection(pg_dsn) as blocker, blocker.cursor() as cur:
+            cur.execute("LOCK TABLE task_details IN ACCESS EXCLUSIVE MODE")
+            release.set()  # the page arrives, and its write waits for the lock
+            wait_for(
+                lambda: query(
+                    pg_dsn,
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'syncd' "
+                    "AND wait_event_type = 'Lock'",
+                ),
+                WAIT,
+                "syncd waiting for the table lock",
+            )
+            syncd.send(signal.SIGTERM)
+            syncd.notify.wait_for(stopping, WAIT, "STOPPING=1")
+            time.sleep(0.5)  # the page is still held: syncd is draining
+            assert syncd.alive(), "exited before the page being written ended"
+            syncd.send(signal.SIGTERM)
+            second = time.monotonic()
+            syncd.wait_exit(5)  # gone, whatever its status: it did not wait for the page
+            assert time.monotonic() - second < 3
+            blocker.rollback()
     finally:
         release.set()
 

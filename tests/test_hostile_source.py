@@ -115,8 +115,8 @@ def test_a_source_that_ignores_offset_with_one_record_repeated_fails_too(
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10)
         result = sync_once(config, "task")
     assert result.status == "failed"
-    assert result.error is not None and "does not seem to honour the offset" in result.error
-    assert len(source.requests) == 2
+    assert result.error is not None and "does the source honour the offset" in result.error
+    assert len(source.requests) <= 40
 
 
 def test_a_source_with_new_records_at_every_request_is_bounded_by_the_rereads(
@@ -200,4 +200,4 @@ def test_sigterm_ends_within_seconds_whatever_the_source_does(
     assert took < 3, f"SIGTERM took {took:.1f}s"
     [run] = runs(pg_dsn)
     assert run["status"] == "failed", run
-    assert "stopping" in (run["error"] or ""), run
+    assert "stopped before the window was complete" in (run["error"] or ""), run
