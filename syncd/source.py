@@ -180,6 +180,7 @@ class SourceClient:
     def _body(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> bytearray:
         """The page's body, decompressed, or the error its status means. A body over
         `source.max_page_bytes` is refused as it arrives, before it fills memory."""
+        complete = False
         try:
             self._check_status(entity, response)
             limit = entity.source.page_bytes_limit
@@ -192,8 +193,12 @@ class SourceClient:
                         f"than {limit:,} bytes (source.max_page_bytes): refused, it cannot "
                         "be a page of page_size records of any sane size"
                     )
+            complete = True
             return body
         finally:
+            if not complete:
+                # Unread bytes would be taken for the next answer on this connection.
+                response.close()
             response.release_conn()
 
     def _check_status(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> None:
