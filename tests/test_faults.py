@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -102,6 +103,26 @@ def migrate_only(config: Config) -> None:
 
     with connection(config.database.dsn) as conn:
         migrate(conn, config)
+
+
+@contextmanager
+def postgres_stopped_at_request(demo: DemoSource, cluster: Cluster, nth: int) -> Iterator[None]:
+    """PostgreSQL stops as the source gets its `nth` request, and stays down until the
+    block ends."""
+    seen = 0
+
+    def stop_at(entity: str, params: dict[str, str]) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == nth:
+            cluster.stop()
+
+    demo.on_request = stop_at
+    try:
+        yield
+    finally:
+        demo.on_request = None
+        cluster.start()
 
 
 def run_statuses(dsn: str) -> list[tuple[Any, ...]]:
@@ -477,21 +498,9 @@ def test_postgres_gone_for_the_rest_of_the_run_fails_it_cleanly(
     """The server stops mid-run and stays down: failed, one-line error, no traceback."""
     config = setup(tmp_path, pg_dsn, demo, page_size=40)
     migrate_only(config)
-    seen = 0
-
-    def stop_at_the_fifth_request(entity: str, params: dict[str, str]) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 5:
-            pg_cluster.stop()
-
-    demo.on_request = stop_at_the_fifth_request
     sleeps: list[float] = []
-    try:
+    with postgres_stopped_at_request(demo, pg_cluster, 5):
         result = make_engine(config, sleeps=sleeps).sync_entity("task")
-    finally:
-        demo.on_request = None
-        pg_cluster.start()
 
     assert result.status == "failed"
     assert result.error is not None
@@ -563,21 +572,9 @@ def test_a_run_end_the_database_could_not_take_is_recorded_by_the_next_run(
     that run's real error, instead of calling it "interrupted"."""
     config = setup(tmp_path, pg_dsn, demo, page_size=40)
     migrate_only(config)
-    seen = 0
-
-    def stop_at_the_fifth_request(entity: str, params: dict[str, str]) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 5:
-            pg_cluster.stop()
-
-    demo.on_request = stop_at_the_fifth_request
     engine = make_engine(config)
-    try:
+    with postgres_stopped_at_request(demo, pg_cluster, 5):
         first = engine.sync_entity("task")
-    finally:
-        demo.on_request = None
-        pg_cluster.start()
     assert first.status == "failed" and first.error is not None
     assert run_statuses(pg_dsn) == [("running", None)]  # its end could not be written
 
