@@ -31,16 +31,27 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._done = False
         self.cut_because: str | None = None
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
+            if self._done:
+                return
             self._sock = sock
             if self.cut_because is not None:
                 _shut(sock)
 
+    def done(self) -> None:
+        """The answer is read (or given up): from now on the socket may serve another
+        request from the pool, and a late cut must not touch it."""
+        with self._lock:
+            self._done, self._sock = True, None
+
     def cut(self, reason: str) -> None:
         with self._lock:
+            if self._done:
+                return
             if self.cut_because is None:
                 self.cut_because = reason
             _shut(self._sock)
@@ -112,6 +123,7 @@ class Requests:
         try:
             yield request
         finally:
+            request.done()
             timer.cancel()
             _current.request = None
             with self._lock:

@@ -21,7 +21,7 @@ import urllib3
 
 from syncd.config import Entity, SourceConfig
 from syncd.errors import SourceAuthError, SourceError, SourceStopped
-from syncd.inflight import Requests, pool_manager
+from syncd.inflight import InFlight, Requests, pool_manager
 from syncd.jsonrecords import BadBody, records_in
 
 _CHUNK = 64 * 1024  # bytes read (decompressed) at a time
@@ -161,7 +161,7 @@ class SourceClient:
                     preload_content=False,
                 )
                 code = str(response.status)
-                body = self._body(entity, response)
+                body = self._body(entity, response, request)
             except urllib3.exceptions.HTTPError as exc:
                 if request.cut_because is not None:
                     raise _Retryable(request.cut_because) from None
@@ -177,7 +177,9 @@ class SourceClient:
         except BadBody as exc:
             raise _Retryable(f"the body is not the expected JSON ({_short(exc)})") from None
 
-    def _body(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> bytearray:
+    def _body(
+        self, entity: Entity, response: urllib3.BaseHTTPResponse, request: InFlight
+    ) -> bytearray:
         """The page's body, decompressed, or the error its status means. A body over
         `source.max_page_bytes` is refused as it arrives, before it fills memory."""
         complete = False
@@ -196,6 +198,7 @@ class SourceClient:
             complete = True
             return body
         finally:
+            request.done()  # before the connection can go to another request
             if not complete:
                 # Unread bytes would be taken for the next answer on this connection.
                 response.close()
