@@ -66,6 +66,18 @@ UNAVAILABLE_LOG_EVERY = 60.0  # seconds between two warnings about the same 503
 _CHUNK_LINE = 1024  # longest chunk-size line accepted in a chunked body
 _MAX_TRAILERS = 100
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a token (RFC 9110)
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_FULL = b"".join(
+    [
+        b"HTTP/1.1 503 Service Unavailable\r\nServer: syncd\r\nContent-Type: application/json\r\n",
+        b"Content-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        b'{"error": "too many open connections"}',
+    ]
+)
+_INTERNAL = (
+    b"HTTP/1.1 500 Internal Server Error\r\nServer: syncd\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 27\r\nConnection: close\r\n\r\n{"error": "internal error"}'
+)
 _KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 
@@ -109,6 +121,8 @@ class Limits:
     max_headers: int = 100
     max_connections: int = 512  # open at once (the daemon's file limit is 1024)
     workers: int = 8  # threads for pushes and sync requests; as many again for reads
+    queued: int = 32  # app calls running or waiting for a thread, per pool; beyond: 503
+    call_timeout: float = 30.0  # the longest a request waits for its app call
 
 
 @dataclass(frozen=True)
@@ -142,15 +156,11 @@ class _Gone(Exception):
 @dataclass
 class _Request:
     method: str
-    target: str
+    path: str  # the target's path, unquoted only where a route says so
     headers: Message
     client: str
     body_pending: bool = False  # a body was announced and not read yet
     linger: bool = False  # answered while the client may still be sending: see _linger
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.target).path
 
     def header_list(self, name: str) -> list[str]:
         return ",".join(self.headers.get_all(name) or []).split(",")
@@ -158,11 +168,12 @@ class _Request:
 
 @dataclass(eq=False)
 class _Connection:
-    """One open connection: its task, and whether it has sent its whole head yet."""
+    """One open connection: its task, and whether it may be dropped to make room: while
+    it sends its head, and while it sends a body its answer does not need."""
 
     task: asyncio.Task[None] | None
     opened: float
-    in_head: bool = True
+    droppable: bool = True
 
 
 class ServerHandle:
@@ -198,7 +209,10 @@ def serve(
     server = _Server(http, registry, app, limits or Limits(), sock)
     thread = threading.Thread(target=server.run, name="syncd-http", daemon=True)
     thread.start()
-    server.started.wait()
+    if not server.started.wait(10) or server.failed is not None:
+        server.stop()
+        sock.close()
+        raise OSError(f"the HTTP server did not start: {server.failed or 'timed out'}")
     return ServerHandle(server, thread, sock.getsockname()[1])
 
 
@@ -215,22 +229,24 @@ def _address_family(host: str, port: int) -> socket.AddressFamily:
     return socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
 
 
-class _RateLimitedWarning:
-    """A warning logged at most once per `every` seconds per key, with a count of
-    those left out: an outage must not write a line per probe."""
+class _RateLimited:
+    """A log line written at most once per `every` seconds per key, with a count of
+    those left out: an outage, or a client repeating a request, must not write a line
+    per request."""
 
     def __init__(self, every: float) -> None:
         self.every = every
         self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, left out since)
 
-    def __call__(self, event: str, key: str, **fields: Any) -> None:
+    def due(self, key: str) -> dict[str, int] | None:
+        """None if `key` was logged within `every`; else the fields to add to the line."""
         now = time.monotonic()
         logged_at, left_out = self._last.get(key, (float("-inf"), 0))
         if now - logged_at < self.every:
             self._last[key] = (logged_at, left_out + 1)
-            return
+            return None
         self._last[key] = (now, 0)
-        log.warning(event, **fields, **({"similar_left_out": left_out} if left_out else {}))
+        return {"similar_left_out": left_out} if left_out else {}
 
 
 class _Server:
@@ -251,10 +267,11 @@ class _Server:
         self._connections: dict[asyncio.StreamWriter, _Connection] = {}
         # Reads (/status, /readyz) and writes (pushes, sync requests) wait in separate
         # pools, so a slow push never delays a readiness probe.
-        self._reads = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-read")
-        self._writes = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-write")
-        self._warn = _RateLimitedWarning(UNAVAILABLE_LOG_EVERY)
+        self._reads = _Pool(limits, "http-read")
+        self._writes = _Pool(limits, "http-write")
+        self._rate = _RateLimited(UNAVAILABLE_LOG_EVERY)
         self.started = threading.Event()
+        self.failed: BaseException | None = None
         self._stopped = asyncio.Event()
 
     # -- the loop's thread -----------------------------------------------------------
@@ -262,6 +279,9 @@ class _Server:
     def run(self) -> None:
         try:
             self._loop.run_until_complete(self._serve())
+        except BaseException as exc:  # told to serve(), which is waiting for the start
+            self.failed = exc
+            self.started.set()
         finally:
             self._loop.close()
 
@@ -288,14 +308,17 @@ class _Server:
         if not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._stopped.set)
-        self._reads.shutdown(wait=False, cancel_futures=True)
-        self._writes.shutdown(wait=False, cancel_futures=True)
+        self._reads.shutdown()
+        self._writes.shutdown()
 
     # -- one connection ----------------------------------------------------------------
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._make_room():
+            writer.write(_FULL)  # every connection is busy with real work: come back
+            writer.close()
+            return
         connection = _Connection(asyncio.current_task(), time.monotonic())
-        self._make_room()
         self._connections[writer] = connection
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else "-"
@@ -304,32 +327,39 @@ class _Server:
             try:
                 async with asyncio.timeout(self.limits.head_timeout):
                     request = await self._read_head(reader, client)
-                connection.in_head = False
-                response = await self._respond(request, reader, writer)
+                connection.droppable = False
+                response = await self._respond(request, reader, writer, connection)
             except _Refused as refused:
                 response = refused.response
             except TimeoutError:
                 response = _error(408, "request head timed out")
-            await self._answer(writer, reader, request, response)
+            await self._answer(writer, reader, request, response, connection)
         except (_Gone, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             log.debug("http.client_gone", client=client)
-        except Exception:  # a bug: never the server's end
-            log.exception("http.connection_failed", client=client)
+        except Exception:  # a bug: never the server's end, and one line a minute
+            fields = self._rate.due("connection_failed")
+            if fields is not None:
+                log.exception("http.connection_failed", client=client, **fields)
+            with contextlib.suppress(Exception):
+                writer.write(_INTERNAL)
         finally:
             self._connections.pop(writer, None)
             writer.transport.abort()
 
-    def _make_room(self) -> None:
-        """At the connection limit, the oldest connection still sending its head goes:
-        a probe that connects later must get its turn."""
+    def _make_room(self) -> bool:
+        """At the connection limit, the oldest droppable connection goes (still sending
+        its head, or a body nobody needs): a probe that connects later gets its turn.
+        False when none can go: every connection is doing real work."""
         if len(self._connections) < self.limits.max_connections:
-            return
-        waiting = [(c.opened, w) for w, c in self._connections.items() if c.in_head]
-        if waiting:
-            _, oldest = min(waiting, key=lambda pair: pair[0])
-            log.debug("http.dropped_slow_client", open=len(self._connections))
-            oldest.transport.abort()
-            self._connections.pop(oldest, None)
+            return True
+        droppable = [(c.opened, w) for w, c in self._connections.items() if c.droppable]
+        if not droppable:
+            return False
+        _, oldest = min(droppable, key=lambda pair: pair[0])
+        log.debug("http.dropped_slow_client", open=len(self._connections))
+        oldest.transport.abort()
+        self._connections.pop(oldest, None)
+        return True
 
     async def _read_head(self, reader: asyncio.StreamReader, client: str) -> _Request:
         lines: list[bytes] = []
@@ -352,15 +382,19 @@ class _Server:
             lines.append(line)
             if len(lines) > self.limits.max_headers + 1:
                 raise _Refused(_error(431, "too many headers"))
-        method, target = _request_line(lines[0])
+        method, path = _request_line(lines[0])
         try:
             headers = http.client.parse_headers(io.BytesIO(b"".join(lines[1:]) + b"\r\n"))
         except http.client.HTTPException:
             raise _Refused(_error(431, "request header fields too large")) from None
-        return _Request(method, target, headers, client)
+        return _Request(method, path, headers, client)
 
     async def _respond(
-        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        request: _Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: _Connection,
     ) -> _Response:
         request.body_pending = "Transfer-Encoding" in request.headers or request.headers.get(
             "Content-Length", "0"
@@ -381,6 +415,7 @@ class _Server:
         denied = self._check_key(request)
         if denied is not None:
             return denied
+        connection.droppable = False  # a client with the key: its push is real work
         body = await self._read_body(request, reader, writer)
         handler, entity = match
         return await self._call(self._writes, request, lambda: self._post(handler, entity, body))
@@ -419,18 +454,26 @@ class _Server:
         return await self._call(self._reads, request, lambda: _json(200, self.app.status()))
 
     async def _call(
-        self, pool: ThreadPoolExecutor, request: _Request, work: Callable[[], _Response]
+        self, pool: _Pool, request: _Request, work: Callable[[], _Response]
     ) -> _Response:
-        """`work` in a pool thread: its answer, 503 for Unavailable, 500 for a bug."""
+        """`work` in a pool thread: its answer; 503 for Unavailable, for a full pool, or
+        when it takes longer than `call_timeout` (it runs on; nobody waits for it); 500
+        for a bug."""
         try:
-            return await self._loop.run_in_executor(pool, work)
+            return await pool.run(self._loop, work)
         except Unavailable as exc:
-            reason = str(exc)
-            self._warn("http.unavailable", request.path, path=request.path, reason=reason)
-            return _error(503, reason, **{"Retry-After": "1"})
+            return self._unavailable(request, str(exc))
+        except _Busy as exc:
+            return self._unavailable(request, str(exc))
         except Exception:
             log.exception("http.handler_failed", method=request.method, path=request.path)
             return _error(500, "internal error")
+
+    def _unavailable(self, request: _Request, reason: str) -> _Response:
+        fields = self._rate.due(request.path)
+        if fields is not None:
+            log.warning("http.unavailable", path=request.path, reason=reason, **fields)
+        return _error(503, reason, **{"Retry-After": "1"})
 
     # -- POST ------------------------------------------------------------------------
 
@@ -485,7 +528,7 @@ class _Server:
             raise _Refused(_error(501, f"unsupported Transfer-Encoding {encoding!r}"))
         if length is not None:
             lengths = set(request.headers.get_all("Content-Length") or [])
-            if len(lengths) > 1 or not length.strip().isdigit():
+            if len(lengths) > 1 or _content_length(length) is None:
                 raise _Refused(_error(400, "bad Content-Length"))
             if int(length) > max_body:
                 raise _Refused(_error(413, f"body over {max_body} bytes"))
@@ -516,8 +559,10 @@ class _Server:
         reader: asyncio.StreamReader,
         request: _Request,
         response: _Response,
+        connection: _Connection,
     ) -> None:
         if request.body_pending:
+            connection.droppable = True  # a body nobody needs: not worth a slot
             await self._drop_body(request, reader)
         head = [
             f"HTTP/1.1 {response.status} {_phrase(response.status)}",
@@ -554,15 +599,15 @@ class _Server:
         request.body_pending, request.linger = False, True
         if request.headers.get("Expect", "").lower() == "100-continue":
             return
-        length = request.headers.get("Content-Length", "").strip()
-        if length.isdigit() and int(length) > self.http.max_body:
+        length = _content_length(request.headers.get("Content-Length", ""))
+        if length is not None and length > self.http.max_body:
             return  # too large to wait for: answered at once, then _linger
-        with contextlib.suppress(TimeoutError, ValueError, _TooLarge):
+        with contextlib.suppress(TimeoutError, ValueError, _TooLarge, asyncio.IncompleteReadError):
             async with asyncio.timeout(self.limits.body_timeout):
-                if length.isdigit():
-                    await reader.readexactly(int(length))
+                if length is not None:
+                    await _discard(reader, length)
                 else:
-                    await _read_chunked(reader, self.http.max_body)
+                    await _read_chunked(reader, self.http.max_body, keep=False)
                 request.linger = False
 
     async def _linger(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
@@ -585,7 +630,7 @@ _GET_ROUTES: dict[str, Callable[[_Server, _Request], Awaitable[_Response]]] = {
 
 
 def _request_line(line: bytes) -> tuple[str, str]:
-    """(method, target) of `METHOD SP TARGET SP HTTP/1.x`; _Refused otherwise."""
+    """(method, path) of `METHOD SP TARGET SP HTTP/1.x`; _Refused otherwise."""
     parts = line.decode("latin-1").rstrip("\r\n").split(" ")
     if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not parts[1]:
         raise _Refused(_error(400, "bad request line"))
@@ -594,16 +639,72 @@ def _request_line(line: bytes) -> tuple[str, str]:
         raise _Refused(_error(400, "bad HTTP version"))
     if not version.startswith("HTTP/1."):
         raise _Refused(_error(505, "HTTP version not supported"))
-    return method, target
+    try:
+        path = urlsplit(target).path
+    except ValueError:  # e.g. "//[x": an authority urllib cannot read
+        raise _Refused(_error(400, "bad request target")) from None
+    return method, path
+
+
+def _content_length(text: str) -> int | None:
+    """A Content-Length value: ASCII digits only (str.isdigit takes "²" too)."""
+    text = text.strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+async def _discard(reader: asyncio.StreamReader, size: int) -> None:
+    """Read `size` bytes and keep none of them."""
+    while size > 0:
+        chunk = await reader.read(min(size, 65536))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", size)
+        size -= len(chunk)
+
+
+class _Busy(Exception):
+    """Too many app calls already running or waiting: 503."""
+
+
+class _Pool:
+    """Threads for the app's blocking calls: at most `limits.queued` running or
+    waiting at once, each waited for at most `limits.call_timeout` seconds."""
+
+    def __init__(self, limits: Limits, name: str) -> None:
+        self._threads = ThreadPoolExecutor(limits.workers, thread_name_prefix=name)
+        self._slots = limits.queued
+        self._timeout = limits.call_timeout
+
+    async def run(
+        self, loop: asyncio.AbstractEventLoop, work: Callable[[], _Response]
+    ) -> _Response:
+        if self._slots <= 0:
+            raise _Busy("busy, retry")
+        try:
+            future = loop.run_in_executor(self._threads, work)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            raise _Busy("stopping") from None
+        self._slots -= 1  # only the event loop's thread counts
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await future
+        except TimeoutError:
+            raise _Busy(f"no answer within {self._timeout:g}s, retry") from None
+        finally:
+            self._slots += 1
+
+    def shutdown(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
-    """A `Transfer-Encoding: chunked` body (RFC 9112 7.1), at most `max_body` bytes."""
+async def _read_chunked(reader: asyncio.StreamReader, max_body: int, keep: bool = True) -> bytes:
+    """A `Transfer-Encoding: chunked` body (RFC 9112 7.1), at most `max_body` bytes;
+    `keep=False` reads it and keeps nothing."""
     body = bytearray()
+    received = 0
     while True:
         line = await reader.readline()
         if len(line) > _CHUNK_LINE or not line.endswith(b"\n"):
@@ -616,9 +717,13 @@ async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
             raise ValueError("bad chunk size")
         if size == 0:
             break
-        if len(body) + size > max_body:
+        received += size
+        if received > max_body:
             raise _TooLarge
-        body += await reader.readexactly(size)
+        if keep:
+            body += await reader.readexactly(size)
+        else:
+            await _discard(reader, size)
         if await reader.readline() not in (b"\r\n", b"\n"):
             raise ValueError("truncated chunk")
     for _ in range(_MAX_TRAILERS):

@@ -134,14 +134,19 @@ def _kind(value: Any) -> str:
 
 # --- splitting an array without decoding it ---------------------------------------------------
 
-_STRUCTURE = re.compile(r'["\[\]{},:]')
+# A string's opening quote, a run of openers, a run of closers, or a comma. Runs are
+# taken whole, so a body nested a million deep is a few regex steps, not a million.
+_TOKEN = re.compile(r'"|[\[{]+|[\]}]+|,')
 _STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPENER_OF = str.maketrans("]}", "[{")
 
 
 @dataclass
 class _Frame:
+    """A container on the records path (the body, the objects holding the array along
+    `records_path`, and the array itself): at most len(records_path) + 1 of them."""
+
     kind: str  # "[" or "{"
-    on_path: bool  # this container lies on the records path
     depth: int
     expect_key: bool = False  # an object, before a key
     key: str | None = None  # an object: the key of the value being read
@@ -149,57 +154,78 @@ class _Frame:
 
 def split_array(text: str, records_path: tuple[str, ...]) -> list[str] | None:
     """The text of each element of the array at `records_path`, found by scanning the
-    structure only (strings, brackets, commas), without recursion: any depth is fine.
-    None when there is no such array, or the text around it is not well formed."""
-    frames: list[_Frame] = []
+    structure only (strings, brackets, commas), without recursion and in memory of one
+    byte a level: any depth is fine. None when there is no such array, or the text
+    around it is not well formed."""
+    kinds = bytearray()  # every open container, innermost last: b"[" or b"{"
+    frames: list[_Frame] = []  # the open ones on the records path, outermost first
+    target_depth = len(records_path)
     elements: list[str] = []
-    start: int | None = None  # where the element being read began
-    target: _Frame | None = None
+    start = 0  # where the element being read began
     pos = 0
-    while (match := _STRUCTURE.search(text, pos)) is not None:
-        char, pos = match[0], match.end()
-        top = frames[-1] if frames else None
-        if char == '"':
+    while (match := _TOKEN.search(text, pos)) is not None:
+        token, pos = match[0], match.end()
+        innermost = frames[-1] if frames and frames[-1].depth == len(kinds) - 1 else None
+        if token == '"':
             rest = _STRING_REST.match(text, pos)
             if rest is None:
                 return None  # an unterminated string
-            if top is not None and top.kind == "{" and top.expect_key:
-                top.key = _key(text[pos - 1 : rest.end()])
-                top.expect_key = False
+            if innermost is not None and innermost.kind == "{" and innermost.expect_key:
+                innermost.key = _key(text[pos - 1 : rest.end()])
+                innermost.expect_key = False
             pos = rest.end()
-        elif char in "[{":
-            on_path = _on_path(top, records_path)
-            frame = _Frame(char, on_path, len(frames), expect_key=char == "{")
-            frames.append(frame)
-            if char == "[" and on_path and frame.depth == len(records_path) and target is None:
-                target, start = frame, pos
-        elif char in "]}":
-            if top is None or top.kind != ("[" if char == "]" else "{"):
-                return None
-            frames.pop()
-            if top is target:
-                if start is not None and text[start : match.start()].strip():
-                    elements.append(text[start : match.start()].strip())
-                return elements
-        elif char == "," and top is not None:
-            if top is target and start is not None:
+        elif token == ",":
+            if innermost is None:
+                pass
+            elif innermost.kind == "[" and innermost.depth == target_depth:
                 elements.append(text[start : match.start()].strip())
                 start = pos
-            if top.kind == "{":
-                top.expect_key, top.key = True, None
+            elif innermost.kind == "{":
+                innermost.expect_key, innermost.key = True, None
+        elif token[0] in "[{":
+            for offset, char in enumerate(token):
+                depth = len(kinds)
+                if (
+                    depth > target_depth
+                    or len(frames) < depth
+                    or not _on_path(frames, records_path)
+                ):
+                    kinds += token[offset:].encode()  # none of these can be on the path
+                    break
+                frames.append(_Frame(char, depth, expect_key=char == "{"))
+                kinds.append(ord(char))
+                if depth == target_depth and char == "[":
+                    elements, start = [], match.start() + offset + 1  # the array opens
+        else:
+            closing = len(token)
+            expected = token[::-1].translate(_OPENER_OF).encode()  # outermost first
+            if closing > len(kinds) or kinds[-closing:] != expected:
+                return None
+            for offset in range(closing):
+                depth = len(kinds) - 1 - offset
+                if not frames or frames[-1].depth != depth:
+                    continue
+                frame = frames.pop()
+                if frame.depth == target_depth and frame.kind == "[":
+                    end = match.start() + offset
+                    if target_depth == 0 and text[end + 1 :].strip():
+                        return None  # something after the body's own array
+                    last = text[start:end].strip()
+                    return [*elements, last] if last else elements
+            del kinds[-closing:]
     return None
 
 
-def _on_path(parent: _Frame | None, records_path: tuple[str, ...]) -> bool:
-    """Whether a container opened inside `parent` lies on the records path."""
-    if parent is None:
+def _on_path(frames: list[_Frame], records_path: tuple[str, ...]) -> bool:
+    """Whether a container opened now, inside the innermost of `frames` (all open on
+    the path), lies on the records path."""
+    if not frames:
         return True  # the body itself
-    depth = parent.depth
+    parent = frames[-1]
     return (
-        parent.on_path
-        and parent.kind == "{"
-        and depth < len(records_path)
-        and parent.key == records_path[depth]
+        parent.kind == "{"
+        and parent.depth < len(records_path)
+        and parent.key == records_path[parent.depth]
     )
 
 

@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -541,3 +542,80 @@ def _has_ipv6_loopback() -> bool:
 def test_an_ipv6_listen_address_works(start: Start) -> None:
     server = start(host="::1")
     assert call(server, "GET", "/healthz", host="::1").status == 200
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET //[x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+    ],
+    ids=["unreadable-target", "superscript-length", "length-beyond-int64"],
+)
+def test_odd_requests_are_answered_not_logged_as_bugs(
+    start: Start, request_bytes: bytes, status: int
+) -> None:
+    server = start(_echo_app())
+    with structlog.testing.capture_logs() as logs:
+        reply = raw(
+            server, request_bytes.replace(b"Host: x", b"Host: x\r\nX-API-KEY: " + KEY.encode())
+        )
+    assert reply.startswith(b"HTTP/1.1 %d " % status), reply
+    assert [entry for entry in logs if entry["log_level"] == "error"] == []
+
+
+def test_a_body_nobody_needs_is_dropped_without_being_kept(start: Start) -> None:
+    """16 MiB to an unknown path without a key: read in 64 KiB steps and forgotten."""
+    server = start(_echo_app(), max_body=16 * 1024 * 1024)
+    reply = call(server, "POST", "/nowhere", b"x" * (16 * 1024 * 1024))
+    assert reply.status == 404
+
+
+class _SlowApp(FakeApp):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def status(self) -> list[dict[str, Any]]:
+        time.sleep(self.seconds)
+        return self.report
+
+
+def test_an_app_call_that_takes_too_long_is_503_and_the_wait_is_bounded(start: Start) -> None:
+    server = start(_SlowApp(2.0), limits=Limits(call_timeout=0.3))
+    began = time.monotonic()
+    reply = call(server, "GET", "/status")
+    assert (reply.status, reply.json()) == (503, {"error": "no answer within 0.3s, retry"})
+    assert time.monotonic() - began < 1.5
+    assert call(server, "GET", "/healthz").status == 200
+
+
+def test_past_the_queue_app_calls_are_503_at_once(start: Start) -> None:
+    server = start(_SlowApp(1.0), limits=Limits(workers=1, queued=2))
+    replies: list[int] = []
+
+    def ask() -> None:
+        replies.append(call(server, "GET", "/status").status)
+
+    threads = [threading.Thread(target=ask) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(replies) == [200, 200, 503, 503, 503], replies
+    assert call(server, "GET", "/healthz").status == 200
+
+
+def test_with_every_connection_doing_real_work_a_new_one_is_503_at_once(start: Start) -> None:
+    """The limit holds: real work is not dropped for a newcomer, who is told to retry."""
+    server = start(_SlowApp(1.5), limits=Limits(max_connections=3, workers=4))
+    threads = [threading.Thread(target=call, args=(server, "GET", "/status")) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # all three are waiting for their status: not droppable
+    reply = call(server, "GET", "/healthz")
+    assert (reply.status, reply.json()) == (503, {"error": "too many open connections"})
+    for thread in threads:
+        thread.join(10)
+    assert call(server, "GET", "/healthz").status == 200
