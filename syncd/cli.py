@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     rewind.add_argument("entity", metavar="ENTITY")
     rewind.add_argument("--to", dest="to", metavar="TS", required=True, help="the new watermark")
     rewind.add_argument(
+        "--forward",
+        action="store_true",
+        help="allow a TS after the watermark (the records in between are skipped)",
+    )
+    rewind.add_argument(
         "--wait",
         type=float,
         default=60.0,
@@ -178,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sync":
         return _sync(config, args.entities)
     if args.command == "rewind":
-        return _rewind(config, args.entity, args.to, args.wait)
+        return _rewind(config, args.entity, args.to, args.wait, forward=args.forward)
     if args.command == "preload":
         from syncd.preload_cli import run_preload
 
@@ -211,7 +216,7 @@ def _status(config: Config, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _rewind(config: Config, name: str, to: str, wait: float) -> int:
+def _rewind(config: Config, name: str, to: str, wait: float, *, forward: bool) -> int:
     check_entities(config, [name])
     try:
         moment = parse_timestamp(to, config.entities[name].source.timezone)
@@ -219,7 +224,7 @@ def _rewind(config: Config, name: str, to: str, wait: float) -> int:
         raise UsageError(f"--to: {exc}") from None
     if not 0 <= wait <= 86_400:
         raise UsageError("--wait: between 0 and 86400 seconds")
-    old, new = rewind(config, name, moment, wait)
+    old, new = rewind(config, name, moment, wait, forward=forward)
     print(f"{name}: watermark {old.isoformat()} -> {new.isoformat()}")
     return EXIT_OK
 

@@ -79,14 +79,14 @@ class SourceConfig:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     records_path: tuple[str, ...] = ()  # () = the body is the array
     retries: Retries = field(default_factory=Retries)
-    max_page_bytes: int | None = None  # None: page_size records of 16 KiB, at least 1 MiB
+    max_page_bytes: int | None = None  # None: page_size records of 16 KiB, 1 to 256 MiB
 
     @property
     def page_bytes_limit(self) -> int:
         """The most bytes (decompressed) a page may take; a larger one is refused."""
         if self.max_page_bytes is not None:
             return self.max_page_bytes
-        return max(1024 * 1024, self.page_size * 16 * 1024)
+        return min(max(1024**2, self.page_size * 16 * 1024), 256 * 1024**2)
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,13 @@ class _Loader(TreeReader):
             return None
         return size
 
+    def page_bytes(self, node: Node, path: str) -> int | None:
+        size = self.size(node, path)
+        if size is not None and not 1024 <= size <= 1024**3:
+            self.problem(node.line, path, "must be between 1KiB and 1GiB")
+            return None
+        return size
+
     def timestamp(self, tz: ZoneInfo) -> Reader[datetime]:
         return self.parsed(lambda text: parse_timestamp(text, tz), self.text_as_written)
 
@@ -527,7 +534,7 @@ class _Loader(TreeReader):
             retries=fields.opt(
                 "retries", lambda n, p: self.retries(n, p, base.retries), base.retries
             ),
-            max_page_bytes=fields.opt("max_page_bytes", self.size, base.max_page_bytes),
+            max_page_bytes=fields.opt("max_page_bytes", self.page_bytes, base.max_page_bytes),
         )
 
     def params(self, node: Node, path: str, base: Params) -> Params | None:

@@ -11,12 +11,15 @@ The loop waits on that queue with a timeout: until the scheduler's next due time
 capped by half the watchdog interval, so `WATCHDOG=1` comes from the loop itself
 and a stuck loop is restarted by systemd.
 
-Start: load the config, wait for the database, migrate, bind the HTTP port, then
-`READY=1`. SIGHUP: `RELOADING=1`, parse and validate the whole new file and migrate
-for it; on success swap the engine and the schedules (running syncs finish with
-the config they started with), on failure keep the old config; then `READY=1`
-either way, with a `STATUS=` line saying which. SIGTERM/SIGINT: `STOPPING=1`, stop
-scheduling, let running pages commit, exit 0; a second signal exits at once.
+Start: load the config, bind the HTTP port (health, readiness and metrics answer
+from now on), wait for the database (a SIGHUP meanwhile re-reads the file), migrate,
+then `READY=1`. SIGHUP: `RELOADING=1`, parse and validate the whole new file and
+migrate for it (or, with the database away, leave the migration to the first run
+that reaches it); on success swap the engine and the schedules (running syncs
+finish with the config they started with), on failure keep the old config; then
+`READY=1` either way, with a `STATUS=` line saying which. SIGTERM/SIGINT:
+`STOPPING=1`, stop scheduling, cut requests to sources, let pages being written
+commit, exit 0; a second signal exits at once. Any other end is a non-zero exit.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         # The loop changes the scheduler; /status (an HTTP thread) reads it.
         self.scheduler_lock = threading.Lock()
+        self.ready_lock = threading.Lock()
         self.stop_deadline = 0.0
         self.preload_wake = threading.Event()
         self.preload_thread = threading.Thread()  # replaced at start
@@ -151,10 +155,17 @@ class Daemon:
             ) from None
         status = EXIT_RUN_FAILED  # until the loop says it was asked to stop
         try:
-            if not self._wait_for_database(config):
+            try:
+                started = self._wait_for_database(config)
+            except SyncdError as exc:  # a table contradicts the configuration
+                log.error("config.invalid", problem=str(exc))
+                self.notifier.status(f"refused to start: {exc}")
+                status = EXIT_USAGE
+                return status
+            if started is None:
                 status = EXIT_OK  # stopped while waiting
                 return status
-            self._start(config)
+            self._start(started)
             status = self._loop()
             return status
         except Exception:
@@ -192,8 +203,9 @@ class Daemon:
             listen=f"{config.http.host}:{self.server.port}",
         )
 
-    def _wait_for_database(self, config: Config) -> bool:
-        """Migrate once the database answers; False if a stop signal came first.
+    def _wait_for_database(self, config: Config) -> Config | None:
+        """Migrate once the database answers; returns the configuration to start with
+        (a SIGHUP meanwhile re-reads the file), or None if a stop signal came first.
 
         systemd is kept waiting (EXTEND_TIMEOUT_USEC) rather than killing syncd at
         its start timeout: READY=1 means ready, and a database that comes back is
@@ -212,32 +224,61 @@ class Daemon:
                         log.warning("ingest.interrupted_runs_closed", count=stale)
                 finally:
                     conn.close()
-                return True
+                return config
             except psycopg2.Error as exc:
                 reason = describe_db_error(exc)
                 log.warning("daemon.database_unavailable", error=reason, retry_in=delay)
                 self.health.ready = (False, f"waiting for the database: {reason}")
                 self.notifier.status(f"waiting for the database: {reason}")
-            self.health.heartbeat = self.clock()
-            if self._wait_for_stop(delay):
-                return False
-            delay = min(delay * 2, DB_WAIT_MAX)
+            waited = self._wait_for_signal(delay)
+            if waited == signal.SIGHUP:
+                config = self._reread_while_starting(config)
+                delay = 1.0  # a fixed DSN or password is tried at once
+            elif waited is not None:
+                return None
+            else:
+                delay = min(delay * 2, DB_WAIT_MAX)
 
-    def _wait_for_stop(self, seconds: float) -> bool:
-        """Sleep up to `seconds`, keeping the watchdog fed; True if asked to stop."""
+    def _reread_while_starting(self, config: Config) -> Config:
+        """SIGHUP before READY=1: the new file, if valid, is used from the next try (an
+        operator fixing the DSN or the password file); else the one in use stays."""
+        try:
+            new = load_config(self.config_path, self.environ)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload.refused", problem=problem)
+            self.metrics.config_reload_ok.set(0)
+            return config
+        if new.http != config.http:
+            log.warning("reload.http_kept", reason="http settings apply at the next restart")
+            new = replace(new, http=config.http)
+        for name in set(config.entities) - set(new.entities):
+            self.metrics.forget(name)
+        self.metrics.declare(new.entities)
+        self.metrics.config_reload_ok.set(1)
+        self.config = new
+        log.info("reload.done", entities=list(new.entities), while_starting=True)
+        return new
+
+    def _wait_for_signal(self, seconds: float) -> int | None:
+        """Wait up to `seconds` for a signal, the heartbeat (/healthz) and the watchdog
+        fed at least every MAX_WAIT seconds; SIGTERM/SIGINT also send STOPPING=1."""
         deadline = self.clock() + seconds
         while (left := deadline - self.clock()) > 0:
-            interval = self.notifier.watchdog_interval
+            self.health.heartbeat = self.clock()
+            self.notifier.watchdog()
             try:
-                kind, value = self.events.get(timeout=min(left, interval or left))
+                kind, value = self.events.get(
+                    timeout=min(left, MAX_WAIT, self.notifier.watchdog_interval or MAX_WAIT)
+                )
             except queue.Empty:
-                self.health.heartbeat = self.clock()
-                self.notifier.watchdog()
                 continue
-            if kind == "signal" and value in (signal.SIGTERM, signal.SIGINT):
-                self.notifier.stopping()
-                return True
-        return False
+            if kind == "signal":
+                if value in (signal.SIGTERM, signal.SIGINT):
+                    self.notifier.stopping()
+                return int(value)
+        self.health.heartbeat = self.clock()
+        return None
 
     def _seed_metrics(self, config: Config) -> dict[str, datetime]:
         """Gauges that describe the database's state, not this process's work.
@@ -365,8 +406,14 @@ class Daemon:
     def _preload_pass(self) -> None:
         runtime = self.runtime
         assert runtime is not None
+        engine = runtime.engine
         preloader = Preloader(
-            runtime.config, self.metrics, client=runtime.engine.client, stop=self.stop_syncs
+            runtime.config,
+            self.metrics,
+            client=engine.client,
+            stop=self.stop_syncs,
+            migration=engine.migration,
+            unrecorded=engine.unrecorded,
         )
         for name, entity in runtime.config.entities.items():
             if self.stop_syncs.is_set() or self.runtime is not runtime:
@@ -452,10 +499,11 @@ class Daemon:
             self.metrics.forget(name)
         self.metrics.declare(config.entities)
         successes: dict[str, datetime] = {}
-        try:
-            successes = self._seed_metrics(config)  # added entities: watermark, preload
-        except psycopg2.Error as exc:
-            log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
+        if migration is None:  # the database answered a moment ago
+            try:
+                successes = self._seed_metrics(config)  # added entities: watermark, preload
+            except psycopg2.Error as exc:
+                log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
         with self.scheduler_lock:
             self.scheduler.replace(
                 _schedules(config),
@@ -543,11 +591,13 @@ class Daemon:
             return False, "stopping"
         if runtime is None:
             return self.health.ready  # starting, or why the database is not there yet
-        now = self.clock()
-        if now - self.health.ready_at > READY_CACHE:
-            self.health.ready = _database_answers(runtime.config)
-            self.health.ready_at = now
-        return self.health.ready
+        # One database check at a time; the callers waiting meanwhile take its answer.
+        with self.ready_lock:
+            now = self.clock()
+            if now - self.health.ready_at > READY_CACHE:
+                self.health.ready = _database_answers(runtime.config)
+                self.health.ready_at = self.clock()
+            return self.health.ready
 
     def status(self) -> list[dict[str, Any]]:
         runtime = self.runtime

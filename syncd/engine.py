@@ -56,7 +56,7 @@ class Engine(EntityRunner):
     def _locked_run(self, entity: Entity) -> RunResult:
         result = RunResult(entity.name, "failed")
         lock = incremental_lock(entity.name)
-        conn, error = self.open_locked(lock)
+        conn, error = self.open_locked(lock, entity.name)
         if conn is None:
             result.status, result.error = ("failed", error) if error else ("skipped", None)
             if error:

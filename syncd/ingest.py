@@ -237,7 +237,7 @@ class Ingestor:
             while True:
                 try:
                     if self.migration is not None:
-                        for change in self.migration.ensure(conn):
+                        for change in self.migration.ensure(conn, entity.name):
                             log.info("migrate.applied", change=change)
                     if run.id is None:
                         run.id = self.log.start_run(conn, entity.name, "ingest", None, None)

@@ -61,9 +61,11 @@ def _refuse_constant(name: str) -> Any:
 def decode(text: str | bytes, *, constants: bool = True) -> Any:
     """JSON text to Python, numbers with fractions as `Number`. `constants=False`
     refuses the non-standard NaN and Infinity (which json.loads accepts)."""
+    # strict=False: a control character written raw inside a string (not escaped, as
+    # JSON wants) is read as itself; the row builder judges the value, not the page.
     if constants:
-        return json.loads(text, parse_float=Number)
-    return json.loads(text, parse_float=Number, parse_constant=_refuse_constant)
+        return json.loads(text, parse_float=Number, strict=False)
+    return json.loads(text, parse_float=Number, parse_constant=_refuse_constant, strict=False)
 
 
 def records_in(

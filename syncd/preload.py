@@ -181,7 +181,7 @@ class Preloader(EntityRunner):
         result = PreloadResult(name, "failed")
         lock = preload_lock(name)
         with structlog.contextvars.bound_contextvars(entity=name):
-            conn, error = self.open_locked(lock)
+            conn, error = self.open_locked(lock, name)
             if conn is None:
                 result.status, result.error = ("failed", error) if error else ("skipped", None)
                 if not error:

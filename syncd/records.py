@@ -218,6 +218,10 @@ class JsonText(Json):
 _encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
 
 
+# JSON's escape of NUL, not preceded by an escaped backslash ("\\\\u0000" is text).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def json_text(value: Any) -> str:
     """`value` as JSON text that jsonb accepts, or BadValue saying why it cannot be."""
     try:
@@ -226,7 +230,7 @@ def json_text(value: Any) -> str:
         raise BadValue("nested too deeply to be written as JSON") from None
     except ValueError:
         raise BadValue("holds a number jsonb cannot: NaN or one beyond a double") from None
-    if "\\u0000" in text:
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise BadValue("holds a NUL character (\\u0000), which jsonb cannot")
     if not text.isascii():
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from syncd.config import Config
 from syncd.db import connect
@@ -27,13 +27,19 @@ def rewind(
     to: datetime,
     wait: float,
     *,
+    forward: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> tuple[datetime, datetime]:
     """Set `name`'s watermark to `to` (as the source will be sent it); returns (old, new).
-    LockBusy if a run still holds the lock after `wait` seconds."""
+    LockBusy if a run still holds the lock after `wait` seconds. A watermark moved
+    forward skips every record in between, so that takes `forward=True`; a watermark
+    in the future is never set."""
     entity = config.entities[name]
     target = SourceTime(entity.source.time_format, entity.source.timezone).truncate(to)
+    if target > now():
+        raise UsageError(f"--to {target.isoformat()} is in the future")
     synclog = SyncLog(config.database.schema)
     lock = incremental_lock(name)
     conn = connect(config.database)
@@ -53,6 +59,12 @@ def rewind(
                     raise UsageError(
                         f"{name} has no watermark yet: nothing to rewind (its first run "
                         "starts at window.initial_from, or where its preload ends)"
+                    )
+                if target > old and not forward:
+                    raise UsageError(
+                        f"--to {target.isoformat()} is after the watermark {old.isoformat()}: "
+                        "moving it forward skips every record in between (--forward to "
+                        "do it anyway)"
                     )
                 synclog.rewind_watermark(cur, name, target)
             conn.commit()

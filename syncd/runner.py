@@ -151,7 +151,7 @@ class EntityRunner:
     def source_time(self, entity: Entity) -> SourceTime:
         return SourceTime(entity.source.time_format, entity.source.timezone)
 
-    def open_locked(self, lock: str) -> tuple[Connection | None, str | None]:
+    def open_locked(self, lock: str, entity: str) -> tuple[Connection | None, str | None]:
         """A new connection holding the advisory lock `lock`, or why there is none:
         (None, None) when another instance holds the lock (the run is skipped),
         (None, error) when the database cannot be reached."""
@@ -162,7 +162,7 @@ class EntityRunner:
         try:
             if self.log.try_lock(conn, lock):
                 if self.migration is not None:
-                    for change in self.migration.ensure(conn):
+                    for change in self.migration.ensure(conn, entity):
                         log.info("migrate.applied", change=change)
                 return conn, None
         except psycopg2.Error as exc:

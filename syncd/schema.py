@@ -9,6 +9,7 @@ serialise on a transaction-level advisory lock.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from psycopg2 import sql
 
@@ -190,21 +191,25 @@ class PendingMigration:
     """A migration a reload could not run because the database was not there.
 
     The reloaded configuration is applied anyway (only the file's own problems refuse
-    a reload); the first run or push that reaches the database migrates before it
-    touches a table, so a column the new file adds exists before anything writes it."""
+    a reload); each entity's first run or push that reaches the database migrates
+    syncd's tables and that entity's table before it touches them, so a column the
+    new file adds exists before anything writes it. Entity by entity: a table that
+    contradicts the file fails that entity's runs, with the reason, not every one's."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._lock = threading.Lock()
-        self._done = False
+        self._done: set[str] = set()
 
-    def ensure(self, conn: Connection) -> list[str]:
-        """Migrate on `conn` unless done already; returns the changes made."""
-        if self._done:
+    def ensure(self, conn: Connection, entity: str) -> list[str]:
+        """Migrate for `entity` on `conn` unless done already; returns the changes.
+        SyncdError if its table contradicts the configuration."""
+        if entity in self._done:
             return []
         with self._lock:
-            if self._done:
+            if entity in self._done:
                 return []
-            changes = migrate(conn, self._config)
-            self._done = True
+            only = replace(self._config, entities={entity: self._config.entities[entity]})
+            changes = migrate(conn, only)
+            self._done.add(entity)
             return changes

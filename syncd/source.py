@@ -151,6 +151,8 @@ class SourceClient:
         started = time.monotonic()
         code = "error"
         with self.requests.start(seconds) as request:
+            if request.cut_because is not None:  # stopping: not even a connect
+                raise _Retryable(request.cut_because)
             try:
                 response = self.pool.request(
                     "GET",
@@ -162,6 +164,8 @@ class SourceClient:
                 )
                 code = str(response.status)
                 body = self._body(entity, response, request)
+                if request.cut_because is not None:  # cut where the body could end
+                    raise _Retryable(request.cut_because)
             except urllib3.exceptions.HTTPError as exc:
                 if request.cut_because is not None:
                     raise _Retryable(request.cut_because) from None

@@ -122,7 +122,9 @@ class EntityStore:
             written = (
                 self._copy(cur, rows) if len(rows) >= COPY_MIN_ROWS else self._execute(cur, rows)
             )
-        except _UNSENDABLE:
+        except _UNSENDABLE as exc:
+            if not _unsendable(exc):
+                raise
             # A value that cannot even be sent (text that is not UTF-8, say): the row
             # builder lets none through, but a row must never fail its page.
             cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
@@ -164,6 +166,8 @@ class EntityStore:
                     Reject(record, f"PostgreSQL refused the row: {describe_db_error(exc)}")
                 )
             except _UNSENDABLE as exc:
+                if not _unsendable(exc):
+                    raise
                 cur.execute("ROLLBACK TO SAVEPOINT syncd_row")
                 reason = f"the row cannot be sent to PostgreSQL ({type(exc).__name__})"
                 rejects.append(Reject(record, reason))
@@ -175,6 +179,12 @@ class EntityStore:
 # What encoding a row for PostgreSQL can raise before anything is sent: text that is not
 # UTF-8 (UnicodeEncodeError), a NUL in a string (psycopg2's ValueError), nesting too deep.
 _UNSENDABLE = (UnicodeEncodeError, ValueError, RecursionError)
+
+
+def _unsendable(exc: Exception) -> bool:
+    """One of _UNSENDABLE for a value's sake; any other ValueError is a bug, and must
+    not turn a whole page into rejects."""
+    return not isinstance(exc, ValueError) or isinstance(exc, UnicodeError) or "NUL" in str(exc)
 
 
 def _refused_for_a_row(exc: psycopg2.Error) -> bool:

@@ -72,6 +72,8 @@ def is_null(node: Node | None) -> bool:
 # ten columns each make about 80,000 values, nested 6 deep.
 MAX_DEPTH = 64
 MAX_VALUES = 1_000_000  # every mapping, list and scalar, each alias counted expanded
+MAX_NUMBER = 100  # characters of a number
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 # What YAML allows in a file: tab, newlines and printable characters (YAML 1.1, 5.1).
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -223,12 +225,19 @@ class _Builder:
         # libyaml says "" for a plain scalar's style, PyYAML None.
         style = event.style or None
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style)
-        try:
-            value: object = self._loader.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
-            # e.g. an unknown `!tag`; the value itself is not echoed.
-            self.problems.append(YamlProblem(decl_line, path, f"cannot read a value tagged {tag}"))
-            value = None
+        value: object = None
+        if tag in _NUMBER_TAGS and len(event.value) > MAX_NUMBER:
+            # PyYAML reads `1:2:3...` (base 60) in time that grows with the square of
+            # its length: a long one would hold a reload for minutes.
+            message = f"a number of more than {MAX_NUMBER} characters"
+            self.problems.append(YamlProblem(decl_line, path, message))
+        else:
+            try:
+                value = self._loader.construct_object(node)
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                # e.g. an unknown `!tag`; the value itself is not echoed.
+                message = f"cannot read a value tagged {tag}"
+                self.problems.append(YamlProblem(decl_line, path, message))
         scalar = Scalar(decl_line, value, str(event.value), style is None)
         if event.anchor is not None:
             self._anchors[event.anchor] = (scalar, 1, 1)

@@ -133,11 +133,13 @@ def test_starting_while_the_database_is_away_serves_http_and_keeps_systemd_waiti
 ) -> None:
     """The port is bound first: /healthz 200, /readyz 503 with the reason, /metrics up
     (Prometheus sees the process); EXTEND_TIMEOUT_USEC keeps systemd from killing it at
-    its start timeout; READY=1 only once the database answers."""
+    its start timeout; a SIGHUP meanwhile re-reads the file; READY=1 only once the
+    database answers."""
     data, port = config_for(through(pg_dsn, pg_cluster, db_gate), demo, ["task"])
     (tmp_path / "ingest-api-key").write_text("k3y\n")
     data["http"]["api_key_file"] = str(tmp_path / "ingest-api-key")
-    syncd = procs.start(write_config(tmp_path, data), port)
+    config = write_config(tmp_path, data)
+    syncd = procs.start(config, port)
     syncd.notify.wait_for(lambda m: "EXTEND_TIMEOUT_USEC" in m, WAIT, "EXTEND_TIMEOUT_USEC")
     wait_for(lambda: _answers(port), WAIT, "the HTTP port")
     assert syncd.get("/healthz").status == 200
@@ -151,10 +153,18 @@ def test_starting_while_the_database_is_away_serves_http_and_keeps_systemd_waiti
     assert syncd.post("/v1/sync/task", b"", {"X-API-KEY": "k3y"}).status == 503
     assert not any(is_ready(m) for m in syncd.notify.messages)
 
+    # The operator fixes the file meanwhile and reloads: the next try uses it.
+    more, _ = config_for(through(pg_dsn, pg_cluster, db_gate), demo, ["task", "user"])
+    more["http"] = data["http"]
+    config = write_config(tmp_path, more)
+    syncd.send(signal.SIGHUP)
+    wait_for(lambda: "reload.done" in syncd.stderr_text(), WAIT, "the file re-read")
     db_gate.open()
-    syncd.wait_ready(timeout=WAIT + 30)  # the wait between tries doubles up to 30 s
+    syncd.wait_ready(timeout=WAIT + 5)  # a SIGHUP also restarts the backoff
     assert syncd.get("/readyz").status == 200
-    wait_for(partial(ok_runs_since, pg_dsn, "task", datetime.min.replace(tzinfo=UTC)), WAIT, "run")
+    for entity in ("task", "user"):
+        ever = datetime.min.replace(tzinfo=UTC)
+        wait_for(partial(ok_runs_since, pg_dsn, entity, ever), WAIT, f"a run of {entity}")
 
 
 def _answers(port: int) -> bool:

@@ -104,6 +104,16 @@ def test_nesting_through_aliases_counts_the_alias_depth(tmp_path: Path) -> None:
     assert "nested deeper than 64 levels" in lines[0]
 
 
+def test_a_number_of_a_thousand_characters_is_refused_unread(tmp_path: Path) -> None:
+    """PyYAML reads base-60 numbers (`1:2:3`) in time that grows with the square of
+    their length: 80,000 parts took 1.8 s, a megabyte would take minutes."""
+    text = MINIMAL + "x: " + ":".join(["1"] * 40_000) + "\n"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"syncd\.yaml:12: x: a number of more than 100"):
+        load_config(write(tmp_path, text), {})
+    assert time.monotonic() - started < 1
+
+
 def test_a_recursive_alias_is_a_problem_not_a_hang(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="an alias refers to its own parent"):
         load_config(write(tmp_path, MINIMAL + "x: &a [1, *a]\n"), {})

@@ -94,3 +94,10 @@ def test_splitting_costs_a_byte_a_level_not_an_object() -> None:
     took 2.7 GB for a 16 MiB page)."""
     [record] = records_in(b"[" * 16_000_000 + b"]" * 16_000_000)
     assert isinstance(record, Undecodable)
+
+
+def test_a_control_character_written_raw_in_a_string_is_read_as_itself() -> None:
+    """JSON wants it escaped; a page holding one raw is still read (the row builder
+    then judges the value: text cannot hold a NUL)."""
+    [record] = records_in(b'[{"a": "tab\there", "b": "nul\x00"}]')
+    assert record == {"a": "tab\there", "b": "nul\x00"}

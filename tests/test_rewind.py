@@ -63,6 +63,7 @@ def test_rewind_moves_the_watermark_back_and_says_from_where(
         (["nope", "--to", "2026-01-01"], 2, "unknown entity 'nope'"),
         (["task", "--to", "yesterday"], 2, "--to: 'yesterday' is not a timestamp"),
         (["task"], 2, "the following arguments are required: --to"),
+        (["task", "--to", "2999-01-01"], 2, "is in the future"),
     ],
 )
 def test_rewind_refuses_what_it_cannot_do(
@@ -72,6 +73,23 @@ def test_rewind_refuses_what_it_cannot_do(
     done = rewind(config.path, *args)
     assert done.returncode == status, done.stderr
     assert message in done.stderr
+
+
+def test_moving_the_watermark_forward_takes_forward(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource
+) -> None:
+    """Forward skips every record in between: a typo must not do that silently."""
+    config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"])
+    assert sync_once(config, "task").status == "ok"
+    back = rewind(config.path, "task", "--to", REWIND_TO.isoformat())
+    assert back.returncode == 0, back.stderr
+    ahead = (REWIND_TO + timedelta(days=1)).isoformat()
+    refused = rewind(config.path, "task", "--to", ahead)
+    assert refused.returncode == 2 and "moving it forward skips" in refused.stderr
+    assert watermark(pg_dsn, "task") == REWIND_TO
+    forced = rewind(config.path, "task", "--to", ahead, "--forward")
+    assert forced.returncode == 0, forced.stderr
+    assert watermark(pg_dsn, "task") == REWIND_TO + timedelta(days=1)
 
 
 def test_rewind_of_an_entity_that_never_synced_says_so(
