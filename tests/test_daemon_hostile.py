@@ -6,9 +6,11 @@ in front of the shared cluster (tests/netgate.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -293,3 +295,49 @@ def test_lines_to_the_journal_carry_their_syslog_priority(
     other.send(signal.SIGTERM)
     assert other.wait_exit(WAIT) == 0
     assert other.stderr_text().startswith("{"), plain
+
+
+# --- the HTTP port under abuse ----------------------------------------------------------------
+
+
+def _rss_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def test_slow_clients_and_huge_heads_leave_the_daemon_answering_in_bounded_memory(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource, procs: Daemons
+) -> None:
+    """200 slowloris sockets once failed /healthz in 32 of 40 polls; 16 heads of 99
+    headers x 65 KB took RSS from 157 MB to 508 MB, 396 MB of it kept."""
+    data, port = config_for(pg_dsn, demo, ["user"])
+    syncd = procs.start(write_config(tmp_path, data), port)
+    syncd.wait_ready()
+    slow = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        slow.append(sock)
+    try:
+        for _ in range(10):
+            assert syncd.get("/healthz").status == 200
+            for sock in slow[:20]:
+                sock.sendall(b"a")
+    finally:
+        for sock in slow:
+            sock.close()
+
+    head = b"GET /healthz HTTP/1.1\r\n" + b"".join(
+        b"X-H%d: %s\r\n" % (i, b"a" * 65_000) for i in range(99)
+    )
+    before = _rss_mb(syncd.pid, "VmRSS")
+    for _ in range(16):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            with contextlib.suppress(OSError):  # answered before it was all sent
+                sock.sendall(head + b"\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert _rss_mb(syncd.pid, "VmHWM") < before + 50
+    assert syncd.get("/healthz").status == 200
