@@ -249,12 +249,7 @@ class Daemon:
                 log.error("reload.refused", problem=problem)
             self.metrics.config_reload_ok.set(0)
             return config
-        if new.http != config.http:
-            log.warning("reload.http_kept", reason="http settings apply at the next restart")
-            new = replace(new, http=config.http)
-        for name in set(config.entities) - set(new.entities):
-            self.metrics.forget(name)
-        self.metrics.declare(new.entities)
+        new = self._adopt(new, config)
         self.metrics.config_reload_ok.set(1)
         self.config = new
         log.info("reload.done", entities=list(new.entities), while_starting=True)
@@ -482,10 +477,7 @@ class Daemon:
     def _apply(self, config: Config, migration: PendingMigration | None) -> None:
         assert self.runtime is not None and self.scheduler is not None
         old = self.runtime
-        if config.http != old.config.http:
-            # The port stays bound as it is; a new listen address needs a restart.
-            log.warning("reload.http_kept", reason="http settings apply at the next restart")
-            config = replace(config, http=old.config.http)
+        config = self._adopt(config, old.config)
         engine = Engine(
             config,
             self.metrics,
@@ -495,9 +487,6 @@ class Daemon:
             unrecorded=old.engine.unrecorded,
         )
         ingestor = Ingestor(config, self.metrics, migration=migration)
-        for name in set(old.config.entities) - set(config.entities):
-            self.metrics.forget(name)
-        self.metrics.declare(config.entities)
         successes: dict[str, datetime] = {}
         if migration is None:  # the database answered a moment ago
             try:
@@ -522,6 +511,18 @@ class Daemon:
         pending = ", migration waits for the database" if migration is not None else ""
         self.notifier.ready(self._status_line("reloaded") + pending)
         log.info("reload.done", entities=list(config.entities), migration_pending=bool(pending))
+
+    def _adopt(self, config: Config, previous: Config) -> Config:
+        """`config` as a reload applies it over `previous`: the HTTP port stays bound as
+        it is (a new listen address needs a restart), and the metrics follow the
+        entities (removed ones forgotten, added ones declared)."""
+        if config.http != previous.http:
+            log.warning("reload.http_kept", reason="http settings apply at the next restart")
+            config = replace(config, http=previous.http)
+        for name in set(previous.entities) - set(config.entities):
+            self.metrics.forget(name)
+        self.metrics.declare(config.entities)
+        return config
 
     def _refuse_reload(self, exc: Exception) -> None:
         if isinstance(exc, ConfigError):

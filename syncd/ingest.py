@@ -237,8 +237,7 @@ class Ingestor:
             while True:
                 try:
                     if self.migration is not None:
-                        for change in self.migration.ensure(conn, entity.name):
-                            log.info("migrate.applied", change=change)
+                        self.migration.ensure(conn, entity.name)
                     if run.id is None:
                         run.id = self.log.start_run(conn, entity.name, "ingest", None, None)
                         structlog.contextvars.bind_contextvars(run_id=run.id)

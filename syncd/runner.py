@@ -162,8 +162,7 @@ class EntityRunner:
         try:
             if self.log.try_lock(conn, lock):
                 if self.migration is not None:
-                    for change in self.migration.ensure(conn, entity):
-                        log.info("migrate.applied", change=change)
+                    self.migration.ensure(conn, entity)
                 return conn, None
         except psycopg2.Error as exc:
             self.release(conn, lock)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
+import structlog
 from psycopg2 import sql
 
 from syncd.config import RAW_COLUMN, Config, Entity
 from syncd.db import Connection
 from syncd.errors import SyncdError
+
+log = structlog.get_logger("syncd.schema")
 
 MIGRATION_LOCK = "syncd:migrate"
 
@@ -201,15 +204,15 @@ class PendingMigration:
         self._lock = threading.Lock()
         self._done: set[str] = set()
 
-    def ensure(self, conn: Connection, entity: str) -> list[str]:
-        """Migrate for `entity` on `conn` unless done already; returns the changes.
+    def ensure(self, conn: Connection, entity: str) -> None:
+        """Migrate for `entity` on `conn` unless done already, logging each change.
         SyncdError if its table contradicts the configuration."""
         if entity in self._done:
-            return []
+            return
         with self._lock:
             if entity in self._done:
-                return []
+                return
             only = replace(self._config, entities={entity: self._config.entities[entity]})
-            changes = migrate(conn, only)
+            for change in migrate(conn, only):
+                log.info("migrate.applied", change=change, entity=entity)
             self._done.add(entity)
-            return changes
