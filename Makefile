@@ -36,11 +36,11 @@ system-packages:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests
-	$(BIN)/ruff format --check syncd tests
+	$(BIN)/ruff check syncd tests devtools bench
+	$(BIN)/ruff format --check syncd tests devtools bench
 
 types: $(STAMP)
-	$(BIN)/mypy syncd tests
+	$(BIN)/mypy syncd tests devtools bench
 
 unit: $(STAMP) system-packages
 	$(BIN)/pytest
@@ -48,13 +48,13 @@ unit: $(STAMP) system-packages
 test: lint types unit
 
 run: $(STAMP) system-packages
-	$(BIN)/python -m syncd.demo_run
+	$(BIN)/python -m devtools.demo_run
 
 bench: $(STAMP) system-packages
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench.endtoend
 
 bench-preload: $(STAMP) system-packages
-	$(BIN)/python -m tests.bench_preload
+	$(BIN)/python -m bench.preload
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

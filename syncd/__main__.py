@@ -1,5 +1,5 @@
 import sys
 
-from syncd.cli import main
+from syncd.cli.main import main
 
 sys.exit(main())

@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from syncd.demo_source import DemoSource
-from syncd.devcluster import Cluster, free_port
+from devtools.demo_source import DemoSource
+from devtools.devcluster import Cluster, free_port
 from tests.daemon_support import NotifySocket, child_env, daemon_config, http_call
 from tests.hostile_source import Reply, hostile_source
 from tests.support import query, write_config

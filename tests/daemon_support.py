@@ -29,8 +29,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.demo_config import demo_config
-from syncd.demo_source import DemoSource
+from devtools.demo_config import demo_config
+from devtools.demo_source import DemoSource
 from tests.support import query
 
 WAIT = 10.0  # seconds: the longest any single expected event may take to arrive

@@ -1,7 +1,7 @@
 """PostgreSQL fixtures: one throwaway cluster per test session, a fresh database per test.
 
 Loaded through `pytest_plugins` in tests/conftest.py. Works as root too: the cluster
-then runs as the `postgres` user (see syncd.devcluster).
+then runs as the `postgres` user (see devtools.devcluster).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.devcluster import Cluster
+from devtools.devcluster import Cluster
 
 # PostgreSQL truncates identifiers beyond 63 bytes; keep room for the unique suffix.
 _NAME_PREFIX_LEN = 40

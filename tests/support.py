@@ -11,14 +11,14 @@ from typing import Any
 import psycopg2
 from prometheus_client import CollectorRegistry
 
-from syncd.config import Config
-from syncd.config_loader import load_config
-from syncd.demo_config import DEMO_ENTITIES, demo_config, dump
-from syncd.demo_source import DemoSource
-from syncd.engine import Engine, RunResult
+from devtools.demo_config import DEMO_ENTITIES, demo_config, dump
+from devtools.demo_source import DemoSource
+from syncd.config.loader import load_config
+from syncd.config.model import Config
+from syncd.db.schema import migrate
 from syncd.metrics import Metrics
-from syncd.schema import migrate
-from syncd.source import SourceClient
+from syncd.sync.incremental import Engine, RunResult
+from syncd.sync.source import SourceClient
 
 
 def write_config(tmp_path: Path, data: dict[str, Any], name: str = "syncd.yaml") -> Path:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_benchmark_runs_end_to_end_on_a_small_data_set() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.bench", "--tasks", "3000"],
+        [sys.executable, "-m", "bench.endtoend", "--tasks", "3000"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.chunks import Chunk, chunks_done, plan_chunks
-from syncd.config import CalendarStep
-from syncd.windows import SourceTime
+from syncd.config.model import CalendarStep
+from syncd.sync.chunks import Chunk, chunks_done, plan_chunks
+from syncd.sync.windows import SourceTime
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")

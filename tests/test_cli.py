@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from devtools.demo_config import demo_config
+from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
 from syncd import __version__
-from syncd.demo_config import demo_config
-from syncd.demo_source import DemoSource
-from syncd.devcluster import free_port
 from tests.support import query, versions_in_db, versions_in_source, write_config
 
 NOW = datetime.now(UTC)

@@ -10,7 +10,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.config import (
+from syncd.config.loader import (
+    default_config_path,
+    load_config,
+    parse_calendar_step,
+    parse_duration,
+    parse_size,
+    parse_timestamp,
+)
+from syncd.config.model import (
     CalendarStep,
     Column,
     Database,
@@ -23,14 +31,6 @@ from syncd.config import (
     Secret,
     SourceConfig,
     Window,
-)
-from syncd.config_loader import (
-    default_config_path,
-    load_config,
-    parse_calendar_step,
-    parse_duration,
-    parse_size,
-    parse_timestamp,
 )
 from syncd.errors import ConfigError
 

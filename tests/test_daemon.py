@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from syncd.demo_source import DemoSource
-from syncd.devcluster import free_port
+from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
 from tests.daemon_support import (
     WAIT,
     Daemons,

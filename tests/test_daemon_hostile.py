@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from syncd.demo_source import DemoSource
-from syncd.devcluster import Cluster, free_port
+from devtools.demo_source import DemoSource
+from devtools.devcluster import Cluster, free_port
 from tests.daemon_support import (
     WAIT,
     Daemons,
@@ -227,7 +227,8 @@ def test_a_valid_reload_while_the_database_is_away_is_applied_and_migrated_on_it
 
 _BROKEN_LOOP = """
 import sys
-from syncd import cli, daemon
+from syncd.cli import main as cli
+from syncd.service import daemon
 
 def broken(self, result):
     raise RuntimeError("an injected bug")

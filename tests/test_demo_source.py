@@ -20,7 +20,7 @@ import pytest
 import urllib3
 from urllib3.exceptions import ReadTimeoutError
 
-from syncd.demo_source import BAD_KINDS, DemoSource, main, parse_timestamp
+from devtools.demo_source import BAD_KINDS, DemoSource, main, parse_timestamp
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = datetime(2024, 2, 1, tzinfo=UTC)
@@ -409,7 +409,7 @@ def test_main_returns_2_without_the_api_key_variable(monkeypatch: pytest.MonkeyP
 
 def test_cli_serves_until_sigterm_without_showing_the_key(http: urllib3.PoolManager) -> None:
     env = {**os.environ, "DEMO_SOURCE_KEY": "k3y-that-must-not-leak"}
-    command = [sys.executable, "-m", "syncd.demo_source", "--port", "0", "--task", "20"]
+    command = [sys.executable, "-m", "devtools.demo_source", "--port", "0", "--task", "20"]
     command += ["--api-key-env", "DEMO_SOURCE_KEY"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from syncd import devcluster
-from syncd.devcluster import Cluster, DevClusterError
+from devtools import devcluster
+from devtools.devcluster import Cluster, DevClusterError
 
 
 def query(dsn: str, statement: str) -> list[tuple[Any, ...]]:
@@ -124,7 +124,7 @@ def cli_datadir() -> Iterator[Path]:
 
 def cli(*args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "syncd.devcluster", *args],
+        [sys.executable, "-m", "devtools.devcluster", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -153,7 +153,7 @@ def test_cli_start_dsn_stop_round_trip(cli_datadir: Path) -> None:
 
 def test_cli_dsn_without_cluster_fails_clearly(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "syncd.devcluster", "dsn", str(tmp_path / "nothing")],
+        [sys.executable, "-m", "devtools.devcluster", "dsn", str(tmp_path / "nothing")],
         capture_output=True,
         text=True,
         check=False,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from syncd.config import Config
-from syncd.demo_source import DemoSource, parse_timestamp
+from devtools.demo_source import DemoSource, parse_timestamp
+from syncd.config.model import Config
 from tests.support import (
     demo_setup,
     execute,

@@ -18,12 +18,12 @@ import pytest
 import structlog.testing
 from prometheus_client import CollectorRegistry
 
-from syncd.config import Config
-from syncd.demo_source import DemoSource
-from syncd.devcluster import Cluster, free_port
-from syncd.engine import Engine
+from devtools.demo_source import DemoSource
+from devtools.devcluster import Cluster, free_port
+from syncd.config.model import Config
 from syncd.metrics import Metrics
-from syncd.source import SourceClient
+from syncd.sync.incremental import Engine
+from syncd.sync.source import SourceClient
 from tests.support import (
     connection,
     demo_setup,
@@ -99,7 +99,7 @@ def engine_with_sleep(config: Config, sleep: Callable[[float], None]) -> Engine:
 
 
 def migrate_only(config: Config) -> None:
-    from syncd.schema import migrate
+    from syncd.db.schema import migrate
 
     with connection(config.database.dsn) as conn:
         migrate(conn, config)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config_loader import load_config
+from syncd.config.loader import load_config
 from syncd.errors import ConfigError
 from tests.test_config import MINIMAL, write
 

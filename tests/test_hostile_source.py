@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from syncd.config import Config
-from syncd.demo_source import DemoSource
-from syncd.devcluster import free_port
+from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
+from syncd.config.model import Config
 from tests.daemon_support import WAIT, Daemons, daemon_config, daemons, runs, wait_for
 from tests.hostile_source import HostileSource, Reply, first_page_only, hostile_source
 from tests.support import demo_setup, sync_once, watermark, write_config

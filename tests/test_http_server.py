@@ -18,8 +18,8 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.registry import Collector
 
-from syncd.config import Http, Secret
-from syncd.http_server import Limits, PostHandler, ServerHandle, Unavailable, serve
+from syncd.config.model import Http, Secret
+from syncd.http.server import Limits, PostHandler, ServerHandle, Unavailable, serve
 from syncd.metrics import Metrics
 
 KEY = "s3cret-Key"

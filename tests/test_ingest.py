@@ -17,15 +17,15 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from syncd.config import Config
-from syncd.config_loader import load_config
-from syncd.demo_config import demo_config
-from syncd.demo_source import DemoSource
-from syncd.engine import RunResult
-from syncd.http_server import PostHandler, ServerHandle, serve
-from syncd.ingest import Ingestor
+from devtools.demo_config import demo_config
+from devtools.demo_source import DemoSource
+from syncd.config.loader import load_config
+from syncd.config.model import Config
+from syncd.db.schema import migrate
+from syncd.http.server import PostHandler, ServerHandle, serve
+from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
-from syncd.schema import migrate
+from syncd.sync.incremental import RunResult
 from tests.support import connection, execute, query, sync_once, write_config
 
 KEY = "ingest-test-key"

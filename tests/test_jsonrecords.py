@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.jsonrecords import BadBody, Number, Undecodable, records_in, split_array
+from syncd.sync.jsonrecords import BadBody, Number, Undecodable, records_in, split_array
 
 DEEP = "[" * 50_000 + "]" * 50_000
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from syncd.demo_config import demo_config
-from syncd.demo_source import DemoSource
+from devtools.demo_config import demo_config
+from devtools.demo_source import DemoSource
 from tests.support import (
     missing_below_watermark,
     query,

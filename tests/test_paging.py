@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from syncd.errors import PagingError
-from syncd.paging import WindowReader, overlap_for
+from syncd.sync.paging import WindowReader, overlap_for
 
 
 class DriftingWindow:

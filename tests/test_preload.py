@@ -26,15 +26,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry
 
-from syncd.chunks import Chunk
-from syncd.config import Config
-from syncd.config_loader import load_config
-from syncd.demo_config import demo_config
-from syncd.demo_source import DemoSource
+from devtools.demo_config import demo_config
+from devtools.demo_source import DemoSource
+from syncd.config.loader import load_config
+from syncd.config.model import Config
+from syncd.db.schema import migrate
 from syncd.metrics import Metrics
-from syncd.preload import Preloader
-from syncd.runner import RunResult
-from syncd.schema import migrate
+from syncd.sync.chunks import Chunk
+from syncd.sync.preload import Preloader
+from syncd.sync.runner import RunResult
 from tests.daemon_support import child_env, wait_for
 from tests.support import connection, query, versions_in_db, versions_in_source, write_config
 

@@ -6,7 +6,7 @@ import io
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from syncd.progress import Progress
+from syncd.cli.progress import Progress
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.config import Column, Entity, SourceConfig
-from syncd.records import Reject, RowBuilder, converter_for
+from syncd.config.model import Column, Entity, SourceConfig
+from syncd.db.rows import Reject
+from syncd.sync.records import RowBuilder, converter_for
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 

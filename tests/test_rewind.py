@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.demo_source import DemoSource
-from syncd.engine import RunResult
-from syncd.schema import migrate
+from devtools.demo_source import DemoSource
+from syncd.db.schema import migrate
+from syncd.sync.incremental import RunResult
 from tests.daemon_support import child_env
 from tests.support import connection, demo_setup, make_engine, sync_once, watermark
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config_loader import load_config
+from syncd.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = ("db-password", "ingest-api-key", "source-api-key")

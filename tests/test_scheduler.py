@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.config import Schedule
-from syncd.scheduler import Scheduler
+from syncd.config.model import Schedule
+from syncd.service.scheduler import Scheduler
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

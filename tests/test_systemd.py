@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.systemd import STATUS_MAX, Notifier, status_line
+from syncd.service.systemd import STATUS_MAX, Notifier, status_line
 
 WAIT = 5.0  # seconds: no test waits longer for a datagram
 

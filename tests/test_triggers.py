@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.config import Schedule
-from syncd.triggers import DailyTrigger, IntervalTrigger, trigger_for
+from syncd.config.model import Schedule
+from syncd.service.triggers import DailyTrigger, IntervalTrigger, trigger_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

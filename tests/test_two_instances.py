@@ -15,8 +15,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from syncd.demo_source import DemoSource
-from syncd.devcluster import free_port
+from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
 from tests.daemon_support import (
     WAIT,
     Syncd,

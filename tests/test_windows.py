@@ -6,8 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from syncd.config import Window
-from syncd.windows import Piece, SourceTime, plan_pieces
+from syncd.config.model import Window
+from syncd.sync.windows import Piece, SourceTime, plan_pieces
 
 UTC_SECONDS = SourceTime("%Y-%m-%d %H:%M:%S", ZoneInfo("UTC"))
 

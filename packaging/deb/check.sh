@@ -4,12 +4,14 @@
 #
 #   packaging/deb/check.sh [DEB]      (default: dist/syncd_<version>_<arch>.deb)
 #
-# 1. lintian (errors and warnings fail; overrides: packaging/deb/lintian-overrides)
+# 1. lintian (errors and warnings fail; overrides: packaging/deb/lintian-overrides), and
+#    the package holds only the product: no demo source, dev cluster, benchmark or test
 # 2. dpkg -i: maintainer scripts quiet but for their notes; enabled, not started
 # 3. the installed command: --version, check-config without and with credentials, as an
 #    unprivileged user (like the unit's DynamicUser), systemd-analyze verify
 # 4. the daemon from the package against a throwaway PostgreSQL and the demo source:
-#    ready, synced, metrics, SIGTERM exits 0
+#    ready, synced, metrics, SIGTERM exits 0 (the demo source and the cluster are the
+#    repository's devtools/, run with the package's Python: they are not in the package)
 # 5. dpkg -i again (the upgrade path), dpkg -r, dpkg -P: the listing of every path the
 #    package touches is the same after the purge as before the installation
 # 6. purge keeps /etc/syncd/credentials when it holds secrets
@@ -44,7 +46,7 @@ cleanup() {
 	[ -z "$daemon_pid" ] || kill "$daemon_pid" 2>/dev/null || true
 	[ -z "$demo_pid" ] || kill "$demo_pid" 2>/dev/null || true
 	if [ -d "$work/pg" ] && [ -x /usr/lib/syncd/bin/python ]; then
-		/usr/lib/syncd/bin/python -m syncd.devcluster stop "$work/pg" >/dev/null 2>&1 || true
+		PYTHONPATH="$work/dev" /usr/lib/syncd/bin/python -m devtools.devcluster stop "$work/pg" >/dev/null 2>&1 || true
 	fi
 	if [ -n "$installed_by_us" ] && dpkg-query -W syncd >/dev/null 2>&1; then
 		echo "purging the syncd package this check installed" >&2
@@ -129,6 +131,14 @@ indent <"$work/lintian"
 [ "$rc" = 0 ] || fail "lintian found errors or warnings"
 ok "lintian: no errors or warnings ($(grep -c '^[IP]: ' "$work/lintian" || true) informational tags shown above)"
 
+step "contents: the product only"
+dpkg-deb -c "$deb" | awk '{print $6}' >"$work/contents"
+if grep -E '/(devtools|bench|tests)/|demo_|devcluster' "$work/contents" >"$work/bad"; then
+	indent <"$work/bad"
+	fail "the package holds development code"
+fi
+ok "$(grep -c '/site-packages/syncd/.*\.py$' "$work/contents") modules of syncd, no demo, dev cluster, benchmark or test"
+
 step "before: listing of the package's paths"
 snapshot >"$work/before"
 ok "$(wc -l <"$work/before") entries"
@@ -163,8 +173,8 @@ ok "/etc/syncd/credentials: 0700 root"
 # setpriv execs (no process in between): the daemon's own exit status comes back.
 as_user=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups --)
 "${as_user[@]}" /usr/lib/syncd/bin/python -c \
-	'import sys, yaml, psycopg2, syncd.daemon; assert sys.prefix == "/usr/lib/syncd"; assert yaml.__with_libyaml__'
-ok "as nobody: imports syncd.daemon, psycopg2, PyYAML with libyaml"
+	'import sys, yaml, psycopg2, syncd.service.daemon; assert sys.prefix == "/usr/lib/syncd"; assert yaml.__with_libyaml__'
+ok "as nobody: imports syncd.service.daemon, psycopg2, PyYAML with libyaml"
 
 rc=0
 env -u CREDENTIALS_DIRECTORY "${as_user[@]}" /usr/bin/syncd -c /etc/syncd/syncd.yaml check-config \
@@ -195,14 +205,19 @@ ok "systemd-analyze verify /lib/systemd/system/syncd.service: clean"
 
 step "run: the packaged daemon against a throwaway PostgreSQL and the demo source"
 venv_py=/usr/lib/syncd/bin/python
-dsn=$("$venv_py" -m syncd.devcluster start "$work/pg" --tuned-for-tests)
+# devtools/ from a copy, so that the repository's syncd/ never shadows the installed one.
+mkdir -p "$work/dev"
+cp -r "$repo/devtools" "$work/dev/"
+chmod -R a+rX "$work/dev"
+dev_py=(env PYTHONPATH="$work/dev" "$venv_py")
+dsn=$("${dev_py[@]}" -m devtools.devcluster start "$work/pg" --tuned-for-tests)
 ok "PostgreSQL: $dsn"
-read -r demo_port http_port < <("$venv_py" -c 'from syncd.devcluster import free_port; print(free_port(), free_port())')
-"${as_user[@]}" /usr/bin/syncd demo-source --port "$demo_port" >"$work/demo.log" 2>&1 &
+read -r demo_port http_port < <("${dev_py[@]}" -c 'from devtools.devcluster import free_port; print(free_port(), free_port())')
+"${as_user[@]}" "${dev_py[@]}" -m devtools.demo_source --port "$demo_port" >"$work/demo.log" 2>&1 &
 demo_pid=$!
-"$venv_py" - "$dsn" "$demo_port" "$http_port" "$work/syncd.yaml" <<'PYEOF'
+"${dev_py[@]}" - "$dsn" "$demo_port" "$http_port" "$work/syncd.yaml" <<'PYEOF'
 import sys, time
-from syncd.demo_config import demo_config, dump
+from devtools.demo_config import demo_config, dump
 dsn, demo_port, http_port, path = sys.argv[1:]
 since = time.strftime("%Y-%m-%d 00:00:00", time.gmtime(time.time() - 2 * 86400))
 config = demo_config(dsn, f"http://127.0.0.1:{demo_port}", entities=["task", "user"],
@@ -252,7 +267,7 @@ ok "SIGTERM: exit 0 ($(wc -l <"$work/daemon.log") log lines, $(grep -c '"level":
 kill "$demo_pid"
 wait "$demo_pid" 2>/dev/null || true
 demo_pid=
-"$venv_py" -m syncd.devcluster stop "$work/pg" >/dev/null
+"${dev_py[@]}" -m devtools.devcluster stop "$work/pg" >/dev/null
 rm -rf "$work/pg"
 ok "demo source and PostgreSQL stopped"
 

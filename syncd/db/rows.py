@@ -1,0 +1,21 @@
+"""What the database layer stores: a row of typed column values, and a record refused.
+
+They live here, below the code that builds them (`syncd.sync.records`) and above
+none of it, so that the store, the COPY formatter and the run log need nothing
+from the sync layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Row = tuple[Any, ...]  # one value per column, in the entity's column order
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that cannot be stored, as received, and why (it goes to sync_rejects)."""
+
+    record: Any
+    reason: str

@@ -1,0 +1,331 @@
+"""syncd's own tables: the run log (`sync_time`), watermarks (`sync_state`), rejects
+(`sync_rejects`), and the per-entity advisory lock.
+
+Functions that take a cursor work inside the caller's transaction (a watermark must
+commit together with its data); functions that take a connection commit themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.extras import Json, execute_values
+
+from syncd.db.connection import Connection
+from syncd.db.rows import Reject
+from syncd.db.storable import storable_error, storable_json, storable_text
+
+INTERRUPTED = "interrupted: the syncd process running this stopped before it finished"
+
+
+class SyncLog:
+    """SQL on syncd's tables in one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = sql.Identifier(schema)
+
+    def _sql(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(schema=self.schema)
+
+    # -- the per-entity lock ------------------------------------------------------
+
+    def try_lock(self, conn: Connection, name: str) -> bool:
+        """Take the session-level advisory lock `name` if free. Held until the
+        connection ends (runs close theirs), so a killed process never leaves it behind."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,))
+            row = cur.fetchone()
+        conn.commit()
+        return bool(row and row[0])
+
+    def unlock(self, conn: Connection, name: str) -> None:
+        """Release the session-level advisory lock `name` taken by `try_lock`."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+        conn.commit()
+
+    # -- sync_time ----------------------------------------------------------------
+
+    def close_interrupted(
+        self,
+        conn: Connection,
+        entity: str,
+        kind: str,
+        known: Mapping[int, str | None] | None = None,
+    ) -> int:
+        """Mark `running` rows of `entity` and `kind` failed. Call only while holding
+        the lock of that kind of run: then no live process can be running them.
+        `known` gives the real end of some of them (run id -> error, None for ok),
+        which this process could not record when they ended. Returns how many rows
+        were marked interrupted."""
+        with conn.cursor() as cur:
+            for run_id, error in (known or {}).items():
+                cur.execute(
+                    self._sql(
+                        "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
+                        "error = %s WHERE id = %s AND status = 'running'"
+                    ),
+                    ("failed" if error else "ok", storable_error(error), run_id),
+                )
+            cur.execute(
+                self._sql(
+                    "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
+                    "error = %s WHERE entity = %s AND status = 'running' AND kind = %s"
+                ),
+                (INTERRUPTED, entity, kind),
+            )
+            count = cur.rowcount
+        conn.commit()
+        return count
+
+    def close_dead_ingests(self, conn: Connection) -> int:
+        """Mark failed the `running` ingest rows of processes on this host that are
+        gone (a push has no lock to tell; its process id does). At daemon start."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT id, pid FROM {schema}.sync_time "
+                    "WHERE kind = 'ingest' AND status = 'running' AND host = %s"
+                ),
+                (socket.gethostname(),),
+            )
+            dead = [run_id for run_id, pid in cur.fetchall() if not _alive(pid)]
+            if dead:
+                cur.execute(
+                    self._sql(
+                        "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
+                        "error = %s WHERE id = ANY(%s)"
+                    ),
+                    (INTERRUPTED, dead),
+                )
+        conn.commit()
+        return len(dead)
+
+    def start_run(
+        self,
+        conn: Connection,
+        entity: str,
+        kind: str,
+        window_from: datetime | None,
+        window_to: datetime | None,
+    ) -> int:
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {schema}.sync_time "
+                    "(entity, kind, window_from, window_to, status, host, pid) "
+                    "VALUES (%s, %s, %s, %s, 'running', %s, %s) RETURNING id"
+                ),
+                (entity, kind, window_from, window_to, socket.gethostname(), os.getpid()),
+            )
+            row = cur.fetchone()
+        conn.commit()
+        assert row is not None
+        return int(row[0])
+
+    def add_counts(
+        self, cur: Cursor, run_id: int, fetched: int, written: int, rejected: int
+    ) -> None:
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET rows_fetched = rows_fetched + %s, "
+                "rows_written = rows_written + %s, rows_rejected = rows_rejected + %s "
+                "WHERE id = %s"
+            ),
+            (fetched, written, rejected, run_id),
+        )
+
+    def mark_ok(self, cur: Cursor, run_id: int) -> None:
+        """The run is done, inside the transaction that commits its last data."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET status = 'ok', finished_at = now(), error = NULL "
+                "WHERE id = %s"
+            ),
+            (run_id,),
+        )
+
+    def finish_run(self, conn: Connection, run_id: int, error: str | None) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
+                    "WHERE id = %s"
+                ),
+                ("failed" if error else "ok", storable_error(error), run_id),
+            )
+        conn.commit()
+
+    # -- sync_state ---------------------------------------------------------------
+
+    def watermark(self, cur: Cursor, entity: str) -> datetime | None:
+        cur.execute(
+            self._sql("SELECT watermark FROM {schema}.sync_state WHERE entity = %s"), (entity,)
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, cur: Cursor, entity: str, watermark: datetime) -> None:
+        """Move the watermark forward to `watermark`, never back: with `window.max`
+        shorter than `lookback`, the first piece of a run ends before the stored
+        watermark, and everything up to that watermark is committed already."""
+        cur.execute(
+            self._sql(
+                "INSERT INTO {schema}.sync_state (entity, watermark, updated_at) "
+                "VALUES (%s, %s, now()) ON CONFLICT (entity) DO UPDATE "
+                "SET watermark = GREATEST({schema}.sync_state.watermark, EXCLUDED.watermark), "
+                "updated_at = now()"
+            ),
+            (entity, watermark),
+        )
+
+    def rewind_watermark(self, cur: Cursor, entity: str, watermark: datetime) -> None:
+        """Set the watermark, backwards too: only `syncd rewind`, under the entity's
+        lock (set_watermark never moves it back)."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET watermark = %s, updated_at = now() "
+                "WHERE entity = %s"
+            ),
+            (watermark, entity),
+        )
+
+    def fix_preload_end(
+        self, cur: Cursor, entity: str, now: datetime, started_at: datetime | None = None
+    ) -> datetime:
+        """The end E of the entity's preload range, fixed the first time it is asked
+        for and never moved (CONTRACT §9); returns E.
+
+        An entity with no state yet gets E = `now` (formatted like a toTime), and its
+        incremental sync starts there too. One that synced before its preload was
+        enabled keeps its watermark; its E is where incremental sync began:
+        `started_at` (its `window.initial_from`), else its watermark."""
+        cur.execute(
+            self._sql(
+                "INSERT INTO {schema}.sync_state (entity, watermark, preload_end) "
+                "VALUES (%s, %s, %s) ON CONFLICT (entity) DO UPDATE "
+                "SET preload_end = COALESCE({schema}.sync_state.preload_end, %s, "
+                "{schema}.sync_state.watermark, EXCLUDED.preload_end) "
+                "RETURNING preload_end"
+            ),
+            (entity, now, now, started_at),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        end: datetime = row[0]
+        return end
+
+    def preload_state(
+        self, cur: Cursor, entity: str
+    ) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """(E, done_to, done_from): the preload's end, how far it has committed, and
+        the start that progress belongs to."""
+        cur.execute(
+            self._sql(
+                "SELECT preload_end, preload_done_to, preload_from FROM {schema}.sync_state "
+                "WHERE entity = %s"
+            ),
+            (entity,),
+        )
+        row = cur.fetchone()
+        return (row[0], row[1], row[2]) if row else (None, None, None)
+
+    def begin_preload(self, cur: Cursor, entity: str, start: datetime) -> datetime | None:
+        """Record the start the preload's progress belongs to; returns how far it has
+        committed. A start moved earlier than the one the progress was made from
+        restarts the progress: the range before it was never read."""
+        _, done_to, done_from = self.preload_state(cur, entity)
+        if done_from is not None and start < done_from:
+            done_to = None
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET preload_from = %s, preload_done_to = %s "
+                "WHERE entity = %s"
+            ),
+            (start, done_to, entity),
+        )
+        return done_to
+
+    def set_preload_done_to(self, cur: Cursor, entity: str, done_to: datetime) -> None:
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_state SET preload_done_to = %s, updated_at = now() "
+                "WHERE entity = %s"
+            ),
+            (done_to, entity),
+        )
+
+    def watermarks(self, conn: Connection) -> dict[str, datetime]:
+        """Every entity's committed watermark (for the metrics at start)."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT entity, watermark FROM {schema}.sync_state WHERE watermark IS NOT NULL"
+                )
+            )
+            rows = dict(cur.fetchall())
+        conn.rollback()
+        return rows
+
+    def last_successes(self, conn: Connection, kind: str = "incremental") -> dict[str, datetime]:
+        """When each entity's last successful run of `kind` finished."""
+        with conn.cursor() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT entity, max(finished_at) FROM {schema}.sync_time "
+                    "WHERE status = 'ok' AND kind = %s GROUP BY entity"
+                ),
+                (kind,),
+            )
+            rows = dict(cur.fetchall())
+        conn.rollback()
+        return rows
+
+    # -- sync_rejects -------------------------------------------------------------
+
+    def add_rejects(
+        self, cur: Cursor, entity: str, run_id: int | None, rejects: Iterable[Reject]
+    ) -> None:
+        # As received, as far as PostgreSQL can hold it: a reject must never fail its page.
+        rows = [
+            (entity, run_id, Json(storable_json(r.record)), storable_text(r.reason))
+            for r in rejects
+        ]
+        if rows:
+            execute_values(
+                cur,
+                self._sql(
+                    "INSERT INTO {schema}.sync_rejects (entity, run_id, record, reason) VALUES %s"
+                ),
+                rows,
+            )
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def incremental_lock(entity: str) -> str:
+    """The lock an entity's incremental runs hold (one instance at a time)."""
+    return f"syncd:entity:{entity}"
+
+
+def preload_lock(entity: str) -> str:
+    """The lock an entity's preload holds: separate, so incremental sync goes on
+    while a long backfill runs."""
+    return f"syncd:preload:{entity}"

@@ -1,0 +1,136 @@
+"""What `syncd status` and `GET /status` report per entity, read from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+
+from syncd.config.model import Config
+from syncd.db.connection import Connection
+from syncd.sync.preload import describe
+
+_QUERY = """
+SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
+       last.status, last.kind, last.started_at, last.finished_at,
+       last.rows_fetched, last.rows_written, last.rows_rejected, last.error,
+       ok.finished_at
+  FROM (SELECT %(entity)s AS entity) e
+  LEFT JOIN {schema}.sync_state s ON s.entity = e.entity
+  LEFT JOIN LATERAL (
+        SELECT * FROM {schema}.sync_time t
+         WHERE t.entity = e.entity AND t.kind = 'incremental'
+         ORDER BY t.started_at DESC, t.id DESC LIMIT 1) last ON true
+  LEFT JOIN LATERAL (
+        SELECT finished_at FROM {schema}.sync_time t
+         WHERE t.entity = e.entity AND t.status = 'ok' AND t.kind = 'incremental'
+         ORDER BY t.finished_at DESC LIMIT 1) ok ON true
+"""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[str, Any]]:
+    """One object per configured entity, in configuration order."""
+    query = sql.SQL(_QUERY).format(schema=sql.Identifier(config.database.schema))
+    report: list[dict[str, Any]] = []
+    with conn.cursor() as cur:
+        # A database syncd never touched has no tables yet: every entity is "never run".
+        # Status reads only, so it creates nothing (it may run with a read-only role).
+        cur.execute("SELECT to_regclass(%s)", (f'"{config.database.schema}".sync_time',))
+        migrated = cur.fetchone() not in (None, (None,))
+        for name in config.entities:
+            row: tuple[Any, ...] | None = (None,) * 13
+            if migrated:
+                cur.execute(query, {"entity": name})
+                row = cur.fetchone()
+            assert row is not None
+            (
+                watermark,
+                preload_end,
+                done_to,
+                done_from,
+                status,
+                kind,
+                started,
+                finished,
+                fetched,
+                written,
+                rejected,
+                error,
+                ok_at,
+            ) = row
+            report.append(
+                {
+                    "entity": name,
+                    "watermark": _iso(watermark),
+                    "lag_seconds": round((now - watermark).total_seconds(), 3)
+                    if watermark is not None
+                    else None,
+                    "last_status": status,
+                    "last_kind": kind,
+                    "last_started_at": _iso(started),
+                    "last_finished_at": _iso(finished),
+                    "last_success_at": _iso(ok_at),
+                    "last_rows_fetched": fetched,
+                    "last_rows_written": written,
+                    "last_rows_rejected": rejected,
+                    "last_error": error,
+                    "preload": describe(config.entities[name], preload_end, done_to, done_from),
+                }
+            )
+    conn.rollback()
+    return report
+
+
+def format_table(report: list[dict[str, Any]]) -> str:
+    """The report as aligned text for a terminal."""
+    headers = ("ENTITY", "WATERMARK", "LAG", "LAST RUN", "FINISHED", "ROWS", "PRELOAD", "ERROR")
+    lines = [headers]
+    for item in report:
+        lag = item["lag_seconds"]
+        rows = (
+            f"{item['last_rows_fetched']}/{item['last_rows_written']}/{item['last_rows_rejected']}"
+            if item["last_status"] is not None
+            else "-"
+        )
+        lines.append(
+            (
+                item["entity"],
+                item["watermark"] or "-",
+                _human_seconds(lag) if lag is not None else "-",
+                item["last_status"] or "never",
+                item["last_finished_at"] or "-",
+                rows,
+                _preload_cell(item["preload"]),
+                item["last_error"] or "",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers) - 1)]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    out.append("(ROWS: fetched/written/rejected in the last run)")
+    return "\n".join(out)
+
+
+def _preload_cell(preload: dict[str, Any]) -> str:
+    if not preload["enabled"]:
+        return "-"
+    return f"{preload['chunks_done']}/{preload['chunks_total']} chunks"
+
+
+def _human_seconds(seconds: float) -> str:
+    if seconds < 0:
+        return f"-{_human_seconds(-seconds)}"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
