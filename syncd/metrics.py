@@ -19,9 +19,10 @@ from prometheus_client import (
 )
 
 from syncd import __version__
+from syncd.runs import FINAL_STATUSES, RunKind
 
-KINDS = ("incremental", "preload", "ingest")
-RUN_STATUSES = ("ok", "failed")
+KINDS = tuple(RunKind)
+RUN_STATUSES = FINAL_STATUSES  # a run is counted when it ends
 
 # Sync runs take from milliseconds (nothing new) to hours (a large backfill chunk).
 RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg2
@@ -68,3 +69,17 @@ def describe_db_error(exc: BaseException) -> str:
     text = primary or (lines[0] if lines else type(exc).__name__)
     code = getattr(exc, "pgcode", None)
     return f"{text} (SQLSTATE {code})" if code else text
+
+
+def rollback_quietly(conn: Connection) -> None:
+    """Roll back what is left of a transaction that already failed; a connection that
+    is gone has nothing to roll back, so its error is not news."""
+    if not conn.closed:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
+
+
+def close_quietly(conn: Connection) -> None:
+    """Close a connection we are giving up on, whatever state it is in."""
+    with contextlib.suppress(psycopg2.Error):
+        conn.close()

@@ -17,21 +17,24 @@ from psycopg2 import sql
 from syncd.config.model import RAW_COLUMN, Config, Entity
 from syncd.db.connection import Connection
 from syncd.errors import SyncdError
+from syncd.runs import RunKind, RunStatus, sql_values
 
 log = structlog.get_logger("syncd.db.schema")
 
 MIGRATION_LOCK = "syncd:migrate"
 
+# {kinds} and {statuses} are filled from syncd.runs when this module loads; {schema}
+# is an identifier composed per call.
 OWN_TABLES = """
 CREATE TABLE IF NOT EXISTS {schema}.sync_time (
     id            bigserial PRIMARY KEY,
     entity        text        NOT NULL,
-    kind          text        NOT NULL CHECK (kind IN ('incremental', 'preload', 'ingest')),
+    kind          text        NOT NULL CHECK (kind IN ({kinds})),
     window_from   timestamptz,
     window_to     timestamptz,
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
-    status        text        NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+    status        text        NOT NULL CHECK (status IN ({statuses})),
     rows_fetched  bigint      NOT NULL DEFAULT 0,
     rows_written  bigint      NOT NULL DEFAULT 0,
     rows_rejected bigint      NOT NULL DEFAULT 0,
@@ -62,6 +65,9 @@ CREATE TABLE IF NOT EXISTS {schema}.sync_rejects (
 CREATE INDEX IF NOT EXISTS sync_rejects_entity_rejected
     ON {schema}.sync_rejects (entity, rejected_at DESC);
 """
+OWN_TABLES = OWN_TABLES.replace("{kinds}", sql_values(RunKind)).replace(
+    "{statuses}", sql_values(RunStatus)
+)
 
 
 # Columns added to syncd's own tables after their first release: added to databases

@@ -37,10 +37,12 @@ import structlog
 from syncd.config.model import Config, Database, Entity
 from syncd.db.connection import (
     Connection,
+    close_quietly,
     connect,
     describe_db_error,
     is_connection_error,
     is_transient,
+    rollback_quietly,
 )
 from syncd.db.rows import Reject, Row
 from syncd.db.runlog import SyncLog
@@ -244,7 +246,7 @@ class Ingestor:
                         structlog.contextvars.bind_contextvars(run_id=run.id)
                     return self._transaction(conn, entity, prepared, run.id)
                 except psycopg2.Error as exc:
-                    _rollback_quietly(conn)
+                    rollback_quietly(conn)
                     if is_connection_error(exc) and not lost:
                         lost += 1
                         conn = self._reconnect(conn, run)
@@ -256,7 +258,7 @@ class Ingestor:
                     log.warning("ingest.retry", reason=describe_db_error(exc))
                 except Exception as exc:  # a bug: answer 500 and mark the run, keep serving
                     log.exception("ingest.crashed")
-                    _rollback_quietly(conn)
+                    rollback_quietly(conn)
                     raise self._failed(conn, run.id, exc) from exc
         finally:
             self._pool.release(conn)
@@ -374,7 +376,7 @@ class _Pool:
         with self._lock:
             stale, self._idle = self._idle, []
         for conn in [*stale, lost]:
-            _close_quietly(conn)
+            close_quietly(conn)
         return self.connect()
 
     def release(self, conn: Connection) -> None:
@@ -389,7 +391,7 @@ class _Pool:
                 if keep:
                     self._idle.append(conn)
             if not keep:
-                _close_quietly(conn)
+                close_quietly(conn)
         finally:
             self._slots.release()
 
@@ -398,18 +400,7 @@ class _Pool:
             self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
-            _close_quietly(conn)
-
-
-def _close_quietly(conn: Connection) -> None:
-    with contextlib.suppress(psycopg2.Error):
-        conn.close()
-
-
-def _rollback_quietly(conn: Connection) -> None:
-    if not conn.closed:
-        with contextlib.suppress(psycopg2.Error):
-            conn.rollback()
+            close_quietly(conn)
 
 
 def _with_run_id(body: dict[str, Any], run_id: int | None) -> dict[str, Any]:

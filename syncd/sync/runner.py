@@ -30,10 +30,12 @@ from psycopg2.extensions import cursor as Cursor
 from syncd.config.model import Config, Entity
 from syncd.db.connection import (
     Connection,
+    close_quietly,
     connect,
     describe_db_error,
     is_connection_error,
     is_transient,
+    rollback_quietly,
 )
 from syncd.db.rows import Reject, Row
 from syncd.db.runlog import SyncLog
@@ -366,15 +368,5 @@ class EntityRunner:
         self.metrics.rejected.labels(entity=entity.name).inc(len(batch.rejects))
 
 
-def rollback_quietly(conn: Connection) -> None:
-    with contextlib.suppress(psycopg2.Error):
-        conn.rollback()
-
-
 def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def close_quietly(conn: Connection) -> None:
-    with contextlib.suppress(psycopg2.Error):
-        conn.close()
