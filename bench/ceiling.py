@@ -1,4 +1,4 @@
-"""The database side of the benchmark (used by tests/bench.py): how fast can PostgreSQL
+"""The database side of the benchmark (used by bench/endtoend.py): how fast can PostgreSQL
 itself upsert the rows syncd produces, and how do syncd's two write paths compare?
 
 * `measure_ceiling` -- the rows already converted and formatted as COPY text (none of

@@ -20,7 +20,7 @@ What is measured, and why:
    and must lock none (execute_values, for small batches, still locks them).
 3. **The ceiling** -- the same rows, fetched, converted and formatted untimed, then
    COPY into a staging table + `INSERT ... SELECT ... ON CONFLICT DO UPDATE` in one
-   transaction (tests/bench_ceiling.py), best of 3: the database's own upsert speed
+   transaction (bench/ceiling.py), best of 3: the database's own upsert speed
    here. The end-to-end rate is reported as a share of it.
 4. **Where the time goes** -- the sync once more in-process into a fresh database,
    with timers around fetch (HTTP + gunzip, JSON decode), the paging anchors, convert
@@ -666,7 +666,7 @@ def check_timers(timers: Timers) -> None:
     if silent:
         raise RuntimeError(
             f"timers that never fired: {', '.join(silent)}; syncd's internals changed, "
-            "update the Timed* classes in tests/bench.py"
+            "update the Timed* classes in bench/endtoend.py"
         )
 
 

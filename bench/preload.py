@@ -1,6 +1,6 @@
 """Preload benchmark: `make bench-preload` (`python -m bench.preload`). Never in CI.
 
-The same setting as `make bench` (tests/bench.py: a throwaway cluster set up like the
+The same setting as `make bench` (bench/endtoend.py: a throwaway cluster set up like the
 test suite's, the demo source in its own process with 200,000 tasks over two years),
 then `syncd -c FILE preload task` as a subprocess: the configured preload from the
 first record's month to E in monthly chunks, pages of 1000. Reports records/s, the

@@ -1,4 +1,6 @@
-"""A stand-in upstream source that speaks CONTRACT §2, for the demo, the tests and benchmarks.
+"""A stand-in upstream source for the demo, the tests and the benchmarks.
+
+It speaks the protocol syncd expects of a source (docs/architecture.md#source-protocol).
 
 It serves four entities (`task`, `inspection`, `user`, `entity`) over plain HTTP with the
 standard library only:
@@ -89,7 +91,8 @@ def _zone(name: str) -> tzinfo:
 
 
 def _aware(moment: datetime, zone: tzinfo) -> datetime:
-    """A naive datetime is read in the source time zone, as CONTRACT §2 says for records."""
+    """A naive datetime is read in the source time zone
+    (docs/architecture.md#source-protocol)."""
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
@@ -1109,7 +1112,7 @@ class DemoSource:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="demo-source", description="Serve a demo upstream source for syncd (CONTRACT §2)."
+        prog="python -m devtools.demo_source", description="Serve a demo upstream source for syncd."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=54324)
@@ -1143,7 +1146,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`demo-source --port N ...`: serve until SIGTERM or SIGINT. Returns the exit status."""
+    """`python -m devtools.demo_source --port N ...`: serve until SIGTERM or SIGINT.
+
+    Returns the exit status."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help or a usage error, already printed by argparse
@@ -1152,7 +1157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            print(f"demo-source: ${args.api_key_env} is not set", file=sys.stderr)
+            print(f"demo_source: ${args.api_key_env} is not set", file=sys.stderr)
             return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -1173,7 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source.start()
     except OSError as exc:
-        print(f"demo-source: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"demo_source: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     # The handler only queues the signal; the main thread waits on the queue and stops.
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
