@@ -1,47 +1,46 @@
-"""Push ingest: records POSTed to syncd, stored like synced ones (CONTRACT §6, §9).
+"""Push ingest: records POSTed to syncd, stored like synced ones (docs/operations.md,
+"Push ingest").
 
-One request is one `sync_time` run of kind `ingest`. Its records take the sync path:
+One push is one `sync_time` run of kind `ingest`. Its records take the sync path:
 `RowBuilder` (a bad record is rejected with its reason), then `EntityStore.upsert`
 (the version guard: a push never replaces a newer row; a row PostgreSQL refuses is
 rejected alone). Rows, rejects, counts and the run's `ok` commit in one transaction,
 so a push lands whole or not at all. The `running` row commits first, on its own, so
 a long push shows in `sync_time` while it runs.
 
-The database side of a request:
+The database side of a push:
 
-* a connection from a small pool; all in use: 503 "busy, retry", nothing written;
+* a connection from a small pool (`syncd.ingest.pool`); all in use: Busy, nothing
+  written;
 * rows go in primary-key order, in batches of `BATCH_ROWS`, so concurrent pushes
   take row locks in one order and do not deadlock each other;
 * a deadlock or serialization failure (against a sync, say): the whole transaction
-  again, up to `CONFLICT_RETRIES` more times, then 503;
-* a lost connection: the whole transaction again once, on a new connection, then 503;
-* a row held by another writer for longer than `LOCK_TIMEOUT`: 503;
-* any other database error: 500 with one line (the server's message, never SQL).
+  again, up to `CONFLICT_RETRIES` more times, then Busy;
+* a lost connection: the whole transaction again once, on a new connection, then Busy;
+* a row held by another writer for longer than `LOCK_TIMEOUT`: Busy;
+* any other database error: IngestError with one line (the server's message, never SQL).
 
 A run that fails after its `sync_time` row exists is marked `failed` with the error.
+This package knows nothing of HTTP; `syncd.service.ingest_routes` serves it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
-import psycopg2.extensions
 import structlog
+from psycopg2.errors import DeadlockDetected, LockNotAvailable, SerializationFailure
 
-from syncd.config.model import Config, Database, Entity
+from syncd.config.model import Config, Entity
 from syncd.db.connection import (
     Connection,
-    close_quietly,
-    connect,
     describe_db_error,
     is_connection_error,
-    is_transient,
     rollback_quietly,
 )
 from syncd.db.rows import Reject, Row
@@ -49,47 +48,18 @@ from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration
 from syncd.db.store import EntityStore
 from syncd.errors import SyncdError
-from syncd.http.server import PostHandler
+from syncd.ingest.errors import Busy, IngestError, UnknownEntity
+from syncd.ingest.pool import ConnectionPool
 from syncd.metrics import Metrics
-from syncd.sync import jsonrecords
-from syncd.sync.jsonrecords import records_in
+from syncd.runs import RunKind, RunStatus
 from syncd.sync.records import RowBuilder
 
 log = structlog.get_logger("syncd.ingest.ingestor")
 
-INGEST_ROUTE = "/v1/ingest/{entity}"
-BATCH_ROWS = 5000  # rows per upsert, all in the request's one transaction
+BATCH_ROWS = 5000  # rows per upsert, all in the push's one transaction
 CONFLICT_RETRIES = 3  # more tries after a deadlock or a serialization failure
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+CONFLICTS = (DeadlockDetected, SerializationFailure)  # the same transaction again can succeed
 LOCK_TIMEOUT = "15s"  # the longest a push waits for a row another writer holds
-APPLICATION_NAME = "syncd-ingest"
-
-
-class IngestError(Exception):
-    """A push that was not stored: `status` is the HTTP answer, `str()` its one line."""
-
-    status = 500
-
-    def __init__(self, message: str, run_id: int | None = None) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-
-    def answer(self) -> dict[str, Any]:
-        return _with_run_id({"error": str(self)}, self.run_id)
-
-
-class BadBody(IngestError):
-    status = 400
-
-
-class UnknownEntity(IngestError):
-    status = 404
-
-
-class Busy(IngestError):
-    """Nothing stored; the same push can be sent again later."""
-
-    status = 503
 
 
 @dataclass(frozen=True)
@@ -98,9 +68,6 @@ class IngestResult:
     written: int  # valid records accepted: inserted, updated or already as stored
     rejected: int  # records sent to sync_rejects
     changed: int  # rows really inserted or changed (what the metrics count)
-
-    def answer(self) -> dict[str, Any]:
-        return _with_run_id({"written": self.written, "rejected": self.rejected}, self.run_id)
 
 
 @dataclass(frozen=True)
@@ -134,44 +101,29 @@ class Ingestor:
         self.migration = migration  # done by the first push that reaches the database
         self.metrics = metrics
         self.log = SyncLog(config.database.schema)
-        self._pool = _Pool(config.database, max_connections)
+        self._pool = ConnectionPool(config.database, max_connections)
         self._builders = {name: RowBuilder(entity) for name, entity in config.entities.items()}
         self._stores = {
             name: EntityStore(entity, config.database.schema)
             for name, entity in config.entities.items()
         }
 
-    def routes(self) -> dict[str, PostHandler]:
-        """`/v1/ingest/{entity}`, and each entity's `ingest_path` bound to that entity."""
-        return {
-            path: self._handle if name is None else self._bound(name)
-            for path, name in ingest_paths(self.config).items()
-        }
-
     def close(self) -> None:
         """Close the idle connections now; those in use close as their pushes end."""
         self._pool.close()
 
-    # -- HTTP -------------------------------------------------------------------------
-
-    def _bound(self, name: str) -> PostHandler:
-        return lambda _entity, body: self._handle(name, body)
-
-    def _handle(self, entity: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
-        try:
-            name = self._entity(entity).name  # 404 before reading the body
-            result = self.ingest(name, parse_records(body))
-        except IngestError as exc:
-            return exc.status, exc.answer()
-        return 200, result.answer()
-
-    # -- the core ---------------------------------------------------------------------
+    def entity(self, name: str | None) -> Entity:
+        """The configured entity `name`; UnknownEntity if there is none."""
+        entity = self.config.entities.get(name or "")
+        if entity is None:
+            raise UnknownEntity(f"unknown entity {name!r}")
+        return entity
 
     def ingest(self, entity: str, records: list[Any]) -> IngestResult:
         """Store `records` for `entity`: one transaction, one `sync_time` run.
 
         Raises UnknownEntity, Busy (nothing stored, send again) or IngestError."""
-        spec = self._entity(entity)
+        spec = self.entity(entity)
         if not records:
             return IngestResult(None, 0, 0, 0)
         started = time.monotonic()
@@ -182,7 +134,7 @@ class Ingestor:
                 changed, refused = self._write(spec, prepared, run)
             except IngestError as exc:
                 if run.counted:
-                    self._count(entity, "failed", started)
+                    self._count(entity, RunStatus.FAILED, started)
                 log.error("ingest.failed", error=str(exc), records=prepared.received)
                 raise
             result = IngestResult(
@@ -191,7 +143,7 @@ class Ingestor:
                 rejected=len(prepared.rejects) + refused,
                 changed=changed,
             )
-            self._count(entity, "ok", started, result)
+            self._count(entity, RunStatus.OK, started, result)
             log.info(
                 "ingest.finished",
                 records=prepared.received,
@@ -201,12 +153,6 @@ class Ingestor:
                 seconds=round(time.monotonic() - started, 3),
             )
         return result
-
-    def _entity(self, name: str | None) -> Entity:
-        entity = self.config.entities.get(name or "")
-        if entity is None:
-            raise UnknownEntity(f"unknown entity {name!r}")
-        return entity
 
     def _prepare(self, entity: Entity, records: list[Any]) -> _Prepared:
         builder, store = self._builders[entity.name], self._stores[entity.name]
@@ -242,7 +188,7 @@ class Ingestor:
                     if self.migration is not None:
                         self.migration.ensure(conn, entity.name)
                     if run.id is None:
-                        run.id = self.log.start_run(conn, entity.name, "ingest", None, None)
+                        run.id = self.log.start_run(conn, entity.name, RunKind.INGEST, None, None)
                         structlog.contextvars.bind_contextvars(run_id=run.id)
                     return self._transaction(conn, entity, prepared, run.id)
                 except psycopg2.Error as exc:
@@ -250,13 +196,13 @@ class Ingestor:
                     if is_connection_error(exc) and not lost:
                         lost += 1
                         conn = self._reconnect(conn, run)
-                    elif is_transient(exc) and conflicts < CONFLICT_RETRIES:
+                    elif isinstance(exc, CONFLICTS) and conflicts < CONFLICT_RETRIES:
                         conflicts += 1
                         time.sleep(random.uniform(0.01, 0.05) * conflicts)  # let the other finish
                     else:
                         raise self._failed(conn, run.id, exc) from exc
                     log.warning("ingest.retry", reason=describe_db_error(exc))
-                except Exception as exc:  # a bug: answer 500 and mark the run, keep serving
+                except Exception as exc:  # a bug: fail this push and mark the run, keep serving
                     log.exception("ingest.crashed")
                     rollback_quietly(conn)
                     raise self._failed(conn, run.id, exc) from exc
@@ -290,18 +236,8 @@ class Ingestor:
             raise self._failed(conn, run.id, exc) from exc
 
     def _failed(self, conn: Connection, run_id: int | None, exc: Exception) -> IngestError:
-        """The error to answer with, once the run (if any) is marked failed with it."""
-        failure: IngestError
-        if isinstance(exc, SyncdError):  # a pending migration the table cannot take
-            failure = IngestError(str(exc), run_id)
-        elif not isinstance(exc, psycopg2.Error):
-            failure = IngestError(f"internal error: {type(exc).__name__}", run_id)
-        elif is_connection_error(exc):
-            failure = Busy(f"database unavailable: {describe_db_error(exc)}", run_id)
-        elif is_transient(exc) or exc.pgcode == LOCK_NOT_AVAILABLE:
-            failure = Busy(f"rows held by another writer, retry: {describe_db_error(exc)}", run_id)
-        else:
-            failure = IngestError(f"database error: {describe_db_error(exc)}", run_id)
+        """The error to raise, once the run (if any) is marked failed with it."""
+        failure = _failure(exc, run_id)
         if run_id is not None:
             self._mark_failed(conn, run_id, str(failure))
         return failure
@@ -317,10 +253,10 @@ class Ingestor:
             log.error("ingest.failure_unrecorded", error=describe_db_error(exc))
 
     def _count(
-        self, entity: str, status: str, started: float, result: IngestResult | None = None
+        self, entity: str, status: RunStatus, started: float, result: IngestResult | None = None
     ) -> None:
-        self.metrics.runs.labels(entity=entity, kind="ingest", status=status).inc()
-        self.metrics.duration.labels(entity=entity, kind="ingest").observe(
+        self.metrics.runs.labels(entity=entity, kind=RunKind.INGEST, status=status).inc()
+        self.metrics.duration.labels(entity=entity, kind=RunKind.INGEST).observe(
             time.monotonic() - started
         )
         if result is not None:
@@ -328,92 +264,15 @@ class Ingestor:
             self.metrics.rejected.labels(entity=entity).inc(result.rejected)
 
 
-def ingest_paths(config: Config) -> dict[str, str | None]:
-    """Every push path: the general one (None: the entity is in the path) and each
-    entity's own `ingest_path`."""
-    paths: dict[str, str | None] = {INGEST_ROUTE: None}
-    for name, entity in config.entities.items():
-        if entity.ingest_path is not None:
-            paths[entity.ingest_path] = name
-    return paths
-
-
-class _Pool:
-    """At most `size` connections in use; idle ones are kept for the next push.
-
-    Connections come from `syncd.db.connection.connect` (password, keepalives, UTC), only when
-    needed and outside the lock. `acquire` never waits: None means all are in use."""
-
-    def __init__(self, database: Database, size: int) -> None:
-        self._database = database
-        self._slots = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
-        self._idle: list[Connection] = []
-        self._closed = False
-
-    def connect(self) -> Connection:
-        return connect(self._database, application_name=APPLICATION_NAME)
-
-    def acquire(self) -> Connection | None:
-        """A connection and its slot, None if all are in use; psycopg2.Error if the
-        database cannot be reached (the slot is given back)."""
-        if not self._slots.acquire(blocking=False):
-            return None
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None and not conn.closed:
-            return conn
-        try:
-            return self.connect()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def replace(self, lost: Connection) -> Connection:
-        """A new connection in the slot of `lost`. The idle ones are closed too: a lost
-        connection usually means the server restarted. psycopg2.Error if it cannot
-        connect; the caller still `release`s `lost` then."""
-        with self._lock:
-            stale, self._idle = self._idle, []
-        for conn in [*stale, lost]:
-            close_quietly(conn)
-        return self.connect()
-
-    def release(self, conn: Connection) -> None:
-        """Give back the slot of `acquire`, keeping `conn` if it is healthy and idle."""
-        try:
-            with self._lock:
-                keep = (
-                    not self._closed
-                    and not conn.closed
-                    and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
-                )
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                close_quietly(conn)
-        finally:
-            self._slots.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            close_quietly(conn)
-
-
-def _with_run_id(body: dict[str, Any], run_id: int | None) -> dict[str, Any]:
-    return body if run_id is None else {**body, "run_id": run_id}
-
-
-# -- the body -------------------------------------------------------------------------
-
-
-def parse_records(body: bytes) -> list[Any]:
-    """The JSON array of records in a request body; BadBody (400) says what is wrong.
-    A record the decoder cannot read alone is one reject, not a 400 (jsonrecords)."""
-    try:
-        return records_in(body, constants=False)
-    except jsonrecords.BadBody as exc:
-        raise BadBody(str(exc)) from None
+def _failure(exc: Exception, run_id: int | None) -> IngestError:
+    """What a push that ended on `exc` tells its client: Busy when the same push may
+    succeed later, IngestError otherwise."""
+    if isinstance(exc, SyncdError):  # a pending migration the table cannot take
+        return IngestError(str(exc), run_id)
+    if not isinstance(exc, psycopg2.Error):
+        return IngestError(f"internal error: {type(exc).__name__}", run_id)
+    if is_connection_error(exc):
+        return Busy(f"database unavailable: {describe_db_error(exc)}", run_id)
+    if isinstance(exc, (*CONFLICTS, LockNotAvailable)):
+        return Busy(f"rows held by another writer, retry: {describe_db_error(exc)}", run_id)
+    return IngestError(f"database error: {describe_db_error(exc)}", run_id)

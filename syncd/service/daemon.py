@@ -47,8 +47,9 @@ from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration, migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, ConfigError, SyncdError
 from syncd.http.server import PostHandler, ServerHandle, Unavailable, serve
-from syncd.ingest.ingestor import Ingestor, ingest_paths
+from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
+from syncd.service.ingest_routes import ingest_paths, ingest_routes
 from syncd.service.scheduler import Scheduler
 from syncd.service.status import entity_status
 from syncd.service.systemd import Notifier
@@ -635,7 +636,7 @@ class Daemon:
         # path is gone for good.
         ingestor = self.ingestor
         if ingestor is not None:
-            return ingestor.routes()
+            return ingest_routes(ingestor, ingestor.config)
         if self.config is None:
             return {}
         # Starting: the paths exist, but nothing can be stored yet (503, retry).
