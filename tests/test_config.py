@@ -1,4 +1,4 @@
-"""Loading and validating the YAML configuration (CONTRACT §3 and §9)."""
+"""Loading and validating the YAML configuration (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.config.loader import (
-    default_config_path,
-    load_config,
-    parse_calendar_step,
-    parse_duration,
-    parse_size,
-    parse_timestamp,
-)
+from syncd.config import http_paths
+from syncd.config.loader import default_config_path, load_config
 from syncd.config.model import (
     CalendarStep,
     Column,
@@ -32,12 +26,18 @@ from syncd.config.model import (
     SourceConfig,
     Window,
 )
+from syncd.config.values import (
+    parse_calendar_step,
+    parse_duration,
+    parse_size,
+    parse_timestamp,
+)
 from syncd.errors import ConfigError
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 NEW_YORK = ZoneInfo("America/New_York")
 
-# The example of CONTRACT §3, as an operator would write it.
+# A full configuration, as an operator would write it (see docs/configuration.md).
 FULL = """\
 database:
   dsn: "postgresql://postgres@localhost:5433/LT_sync_data"   # libpq URI or key=value
@@ -730,6 +730,32 @@ def test_two_entities_may_not_share_a_table_or_ingest_path(tmp_path: Path) -> No
     found = problems(path)
     assert_problem(found, path, 14, "entities.other.table", "already used by entity task")
     assert_problem(found, path, 19, "entities.other.ingest_path", "already used by entity task")
+
+
+@pytest.mark.parametrize(
+    "ingest_path",
+    ["/metrics", "/healthz", "/readyz", "/status", "/v1/ingest/task", "/v1/sync/", "/v1/sync/x/y"],
+)
+def test_an_ingest_path_may_not_be_one_of_syncds_own(tmp_path: Path, ingest_path: str) -> None:
+    text = MINIMAL.replace("    window:", f"    ingest_path: {ingest_path}\n    window:")
+    path = write(tmp_path, text)
+    line = line_of(text, "ingest_path:")
+    message = f"{ingest_path!r} is one of syncd's own paths"
+    assert_problem(problems(path), path, line, "entities.task.ingest_path", message)
+
+
+@pytest.mark.parametrize("ingest_path", ["/v1/ingest", "/v1/syncing", "/metrics/task", "/in"])
+def test_an_ingest_path_beside_syncds_own_is_accepted(tmp_path: Path, ingest_path: str) -> None:
+    text = MINIMAL.replace("    window:", f"    ingest_path: {ingest_path}\n    window:")
+    assert load_config(write(tmp_path, text), {}).entities["task"].ingest_path == ingest_path
+
+
+def test_every_path_the_server_answers_counts_as_builtin() -> None:
+    for path in http_paths.GET_PATHS:
+        assert http_paths.is_builtin_path(path)
+    for route in http_paths.ENTITY_ROUTES:
+        assert route.endswith("/" + http_paths.ENTITY)
+        assert http_paths.is_builtin_path(route.replace(http_paths.ENTITY, "task"))
 
 
 # --- ${VAR} ----------------------------------------------------------------------------------

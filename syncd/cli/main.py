@@ -17,8 +17,9 @@ import psycopg2
 from prometheus_client import CollectorRegistry
 
 from syncd import __version__, logs
-from syncd.config.loader import default_config_path, load_config, parse_timestamp
+from syncd.config.loader import default_config_path, load_config
 from syncd.config.model import Config
+from syncd.config.values import parse_timestamp
 from syncd.db.connection import connect, describe_db_error
 from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from syncd import logs
 from syncd.cli.main import check_entities
 from syncd.cli.progress import Progress
-from syncd.config.loader import parse_calendar_step, parse_timestamp
 from syncd.config.model import CalendarStep, Config
+from syncd.config.values import parse_calendar_step, parse_timestamp
 from syncd.db.connection import connect
 from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
