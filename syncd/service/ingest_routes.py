@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from syncd.config.http_paths import INGEST_ROUTE
 from syncd.config.model import Config
 from syncd.http.server import PostHandler
 from syncd.ingest.body import parse_records
 from syncd.ingest.errors import BadBody, Busy, IngestError, UnknownEntity
 from syncd.ingest.ingestor import Ingestor, IngestResult
-
-INGEST_ROUTE = "/v1/ingest/{entity}"
 
 # The most specific class first: each maps to its status, anything else is 500.
 _STATUSES: tuple[tuple[type[IngestError], int], ...] = (
