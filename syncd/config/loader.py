@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg2
 import psycopg2.extensions
 
+from syncd.column_types import COLUMN_TYPES, VERSION_TYPES
 from syncd.config.model import (
-    COLUMN_TYPES,
     RAW_COLUMN,
     CalendarStep,
     Column,
@@ -275,16 +275,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _LISTEN = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]*)):(?P<port>[0-9]+)")
 
-# Types whose values order like versions do.
-_VERSION_TYPES = (
-    "timestamptz",
-    "timestamp",
-    "date",
-    "integer",
-    "bigint",
-    "numeric",
-    "double precision",
-)
 MAX_PAGE_SIZE = 100_000  # records per request
 _RESERVED_TABLES = ("sync_time", "sync_state", "sync_rejects")  # syncd's own, same schema
 _BUILTIN_PATHS = ("/metrics", "/healthz", "/readyz", "/status")
@@ -737,8 +727,8 @@ class _Loader(TreeReader):
     def version_column(self, node: Node, path: str, columns: Columns | None) -> str | None:
         name = self.declared(node, path, columns)
         kind = next((column.type for column in columns or () if column.name == name), "")
-        if kind and kind not in _VERSION_TYPES:  # "" = unknown (a broken column)
-            expected = ", ".join(_VERSION_TYPES)
+        if kind and kind not in VERSION_TYPES:  # "" = unknown (a broken column)
+            expected = ", ".join(VERSION_TYPES)
             message = f"column {name!r} is {kind}; a version column must be {expected}"
             self.problem(node.line, path, message)
             return None
