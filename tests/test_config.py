@@ -203,8 +203,8 @@ def test_a_column_field_defaults_to_its_name_and_dots_split_paths(tmp_path: Path
         "title: {type: text}\n      owner: {field: owner.name, type: text}",
     )
     task = load_config(write(tmp_path, text), {}).entities["task"]
-    assert task.column("title").field == ("title",)
-    assert task.column("owner").field == ("owner", "name")
+    fields = {column.name: column.field for column in task.columns}
+    assert fields["title"] == ("title",) and fields["owner"] == ("owner", "name")
 
 
 def test_entities_keep_the_order_of_the_file(tmp_path: Path) -> None:

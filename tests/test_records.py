@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from syncd.column_types import column_type
 from syncd.config.model import Column, Entity, SourceConfig
 from syncd.db.rows import Reject
-from syncd.sync.records import RowBuilder, converter_for
+from syncd.sync.records import RowBuilder
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
@@ -31,7 +32,7 @@ def entity(*columns: tuple[str, str, str], key: str = "id", keep_raw: bool = Fal
 
 
 def convert(kind: str, value: Any) -> Any:
-    return converter_for(kind, KOLKATA)(value)
+    return column_type(kind).converter(KOLKATA)(value)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.column_types import COLUMN_TYPES
 from syncd.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,11 @@ def test_every_yaml_example_in_the_configuration_docs_is_valid(
         path = tmp_path / f"example-{number}.yaml"
         path.write_text(example)
         load_config(path, credentials)
+
+
+def test_the_configuration_docs_list_every_column_type_in_the_registry() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    listed = re.search(r"Column types: (.*?)\.\n", text, re.S)
+    assert listed is not None
+    names = tuple(re.findall(r"`([a-z ]+)`", listed[1]))
+    assert names == COLUMN_TYPES

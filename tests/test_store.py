@@ -11,10 +11,11 @@ import psycopg2
 import pytest
 
 from syncd.config.model import Column, Config, Database, Entity, Http, SchedulerConfig, SourceConfig
+from syncd.converters import JsonText
 from syncd.db.rows import Reject, Row
 from syncd.db.schema import migrate
 from syncd.db.store import COPY_MIN_ROWS, EntityStore
-from syncd.sync.records import JsonText, RowBuilder
+from syncd.sync.records import RowBuilder
 from tests.support import query
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from datetime import time
 from zoneinfo import ZoneInfo
 
+from syncd.column_types import COLUMN_TYPES, VERSION_TYPES
 from syncd.config.http_paths import is_builtin_path
 from syncd.config.model import (
-    COLUMN_TYPES,
     RAW_COLUMN,
     Column,
     Entity,
@@ -32,16 +32,6 @@ from syncd.config.yaml_tree import Map, Node, Seq, is_null
 
 _ENTITY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
-# Types whose values order like versions do.
-_VERSION_TYPES = (
-    "timestamptz",
-    "timestamp",
-    "date",
-    "integer",
-    "bigint",
-    "numeric",
-    "double precision",
-)
 _RESERVED_TABLES = ("sync_time", "sync_state", "sync_rejects")  # syncd's own, same schema
 _ENTITY_KEYS = (
     "url",
@@ -215,8 +205,8 @@ class EntityReaders(SourceReaders):
     def version_column(self, node: Node, path: str, columns: Columns | None) -> str | None:
         name = self.declared(node, path, columns)
         kind = next((column.type for column in columns or () if column.name == name), "")
-        if kind and kind not in _VERSION_TYPES:  # "" = unknown (a broken column)
-            expected = ", ".join(_VERSION_TYPES)
+        if kind and kind not in VERSION_TYPES:  # "" = unknown (a broken column)
+            expected = ", ".join(VERSION_TYPES)
             message = f"column {name!r} is {kind}; a version column must be {expected}"
             self.problem(node.line, path, message)
             return None

@@ -1,4 +1,5 @@
-"""The configuration as typed, immutable objects. Loading and validation: `config_loader`."""
+"""The configuration as typed, immutable objects. Loading and validation:
+`syncd.config.loader`; the column types it accepts: `syncd.column_types`."""
 
 from __future__ import annotations
 
@@ -10,22 +11,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-COLUMN_TYPES = (
-    "text",
-    "integer",
-    "bigint",
-    "numeric",
-    "double precision",
-    "boolean",
-    "date",
-    "timestamp",
-    "timestamptz",
-    "uuid",
-    "jsonb",
-)
-
-# The column that holds the whole record when `keep_raw` is on.
+# The column that holds the whole record when `keep_raw` is on, and its type.
 RAW_COLUMN = "raw"
+RAW_COLUMN_TYPE = "jsonb"
 
 
 class Secret:
@@ -93,7 +81,7 @@ class SourceConfig:
 class Column:
     name: str
     field: tuple[str, ...]  # dotted path into the record, split
-    type: str  # one of COLUMN_TYPES
+    type: str  # one of syncd.column_types.COLUMN_TYPES
 
 
 @dataclass(frozen=True)
@@ -143,12 +131,6 @@ class Entity:
     window: Window = field(default_factory=Window)
     preload: Preload = field(default_factory=Preload)
     ingest_path: str | None = None
-
-    def column(self, name: str) -> Column:
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(name)
 
 
 def redact_dsn(dsn: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import errorcodes, errors
 
 from syncd.config.model import Database
 
@@ -34,31 +35,43 @@ def connect(database: Database, *, application_name: str = "syncd") -> Connectio
     return conn
 
 
+# The server going away or not yet there (SQLSTATE 57P01-57P03).
+_SERVER_UNAVAILABLE = (errors.AdminShutdown, errors.CrashShutdown, errors.CannotConnectNow)
+
+# The same transaction, tried again, can succeed (SQLSTATE 40P01, 40001).
+_RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when the connection (not the data) failed: worth a new connection and a retry.
 
-    SQLSTATE class 08 is connection exceptions; 57P01-57P03 are the server shutting
-    down or not yet accepting connections. An error with no SQLSTATE at all from
-    psycopg2 is a broken socket."""
+    The connection exceptions (SQLSTATE class 08) and the server shutting down or not
+    yet accepting connections. An OperationalError with no SQLSTATE at all is a
+    broken socket (psycopg2 raises it without the server's word)."""
     if isinstance(exc, psycopg2.InterfaceError):
         return True
     if not isinstance(exc, psycopg2.OperationalError):
         return False
-    code = exc.pgcode or ""
-    return code == "" or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+    if not exc.pgcode:
+        return True
+    # Class 08's exceptions share no psycopg2 class of their own: its SQLSTATE says it.
+    return isinstance(exc, _SERVER_UNAVAILABLE) or exc.pgcode.startswith(
+        errorcodes.CLASS_CONNECTION_EXCEPTION
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for a deadlock (40P01) or a serialization failure (40001): the same
-    transaction, tried again, can succeed."""
-    return getattr(exc, "pgcode", None) in ("40P01", "40001")
+    """True for a deadlock or a serialization failure: the same transaction, tried
+    again, can succeed."""
+    return isinstance(exc, _RETRYABLE)
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """True for SQLSTATE classes 22 (data) and 23 (integrity): the row is bad, retrying
-    the same row can never succeed."""
-    code = getattr(exc, "pgcode", None) or ""
-    return code[:2] in ("22", "23")
+    """True when the server refused the data (SQLSTATE classes 22 and 23): the row is
+    bad, retrying the same row can never succeed. (psycopg2 also raises DataError,
+    with no SQLSTATE, when it cannot read a value the server returned: not the row's
+    fault.)"""
+    return isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError) and bool(exc.pgcode)
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -69,6 +82,11 @@ def describe_db_error(exc: BaseException) -> str:
     text = primary or (lines[0] if lines else type(exc).__name__)
     code = getattr(exc, "pgcode", None)
     return f"{text} (SQLSTATE {code})" if code else text
+
+
+def database_failure(exc: BaseException) -> str:
+    """Why a run failed when the database did, as its error says it: `database: ...`."""
+    return f"database: {describe_db_error(exc)}"
 
 
 def rollback_quietly(conn: Connection) -> None:

@@ -14,7 +14,8 @@ from dataclasses import replace
 import structlog
 from psycopg2 import sql
 
-from syncd.config.model import RAW_COLUMN, Config, Entity
+from syncd.column_types import column_type
+from syncd.config.model import RAW_COLUMN, RAW_COLUMN_TYPE, Config, Entity
 from syncd.db.connection import Connection
 from syncd.errors import SyncdError
 from syncd.runs import RunKind, RunStatus, sql_values
@@ -95,16 +96,17 @@ def _add_missing_own_columns(conn: Connection, schema: str) -> None:
 
 
 def entity_columns(entity: Entity) -> list[tuple[str, str]]:
-    """(name, type) of every column of the entity's table, in row order."""
+    """(name, type) of every column of the entity's table, in row order; each type is
+    a name in `syncd.column_types`."""
     columns = [(col.name, col.type) for col in entity.columns]
     if entity.keep_raw:
-        columns.append((RAW_COLUMN, "jsonb"))
+        columns.append((RAW_COLUMN, RAW_COLUMN_TYPE))
     return columns
 
 
 def _create_table(schema: str, entity: Entity) -> sql.Composed:
     definitions = [
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(col_type))
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(column_type(col_type).sql))
         for name, col_type in entity_columns(entity)
     ]
     definitions.append(
@@ -132,13 +134,6 @@ def _existing_columns(conn: Connection, schema: str, table: str) -> dict[str, st
         return {name: col_type for name, col_type in cur.fetchall()}
 
 
-# format_type() spells some types differently from the YAML.
-_CANONICAL = {
-    "timestamp without time zone": "timestamp",
-    "timestamp with time zone": "timestamptz",
-}
-
-
 def _migrate_entity(conn: Connection, schema: str, entity: Entity) -> list[str]:
     changes: list[str] = []
     existing = _existing_columns(conn, schema, entity.table)
@@ -154,11 +149,11 @@ def _migrate_entity(conn: Connection, schema: str, entity: Entity) -> list[str]:
                         sql.Identifier(schema),
                         sql.Identifier(entity.table),
                         sql.Identifier(name),
-                        sql.SQL(col_type),
+                        sql.SQL(column_type(col_type).sql),
                     )
                 )
                 changes.append(f"added column {entity.table}.{name} {col_type}")
-            elif _CANONICAL.get(have, have) != col_type:
+            elif have != column_type(col_type).canonical:  # as format_type() spells it
                 raise SyncdError(
                     f"entities.{entity.name}.columns.{name}.type: the table "
                     f"{schema}.{entity.table} has {name} as {have} but the configuration says "

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
-from psycopg2 import sql
+from psycopg2 import errors, sql
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
@@ -187,12 +187,15 @@ def _unsendable(exc: Exception) -> bool:
     return not isinstance(exc, ValueError) or isinstance(exc, UnicodeError) or "NUL" in str(exc)
 
 
+# A key twice in one statement (SQLSTATE 21000), a value too deeply nested to parse (54001).
+_ROW_FAULTS = (errors.CardinalityViolation, errors.StatementTooComplex)
+
+
 def _refused_for_a_row(exc: psycopg2.Error) -> bool:
-    """PostgreSQL refused the statement for what some row holds: data (22) or integrity
-    (23), a key twice in one statement (21000), or a value too deeply nested to parse
-    (54001). Row by row, only the rows at fault are rejected."""
-    code = exc.pgcode or ""
-    return is_data_error(exc) or code in ("21000", "54001")
+    """PostgreSQL refused the statement for what some row holds: its data or its
+    integrity (`is_data_error`), or one of _ROW_FAULTS. Row by row, only the rows at
+    fault are rejected."""
+    return is_data_error(exc) or isinstance(exc, _ROW_FAULTS)
 
 
 def _staging_name(schema: str, table: str) -> str:
@@ -258,9 +261,7 @@ def _upsert_from_staging(
         "ON CONFLICT ({keys}) DO UPDATE SET {assign} WHERE {guard}"
     ).format(
         key=first_key,
-        order=sql.SQL(", ").join(
-            sql.SQL("s.{}").format(sql.Identifier(k)) for k in entity.primary_key
-        ),
+        order=order,
         changed=_changed(entity, "c", "s", others),
         keys=keys,
         assign=assignments,

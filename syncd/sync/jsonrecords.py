@@ -2,9 +2,10 @@
 
 Two things the standard decoder does not do, and a sync needs:
 
-* A number keeps its spelling. `1.10`, `1e2` or `1e999` become `Number`s, floats that
-  remember the text they were read from, so a text column stores what the source
-  wrote (not `1.1`, `100.0` or `inf`) and a numeric column its exact value.
+* A number keeps its spelling. `1.10`, `1e2` or `1e999` become `Number`s
+  (`syncd.json_number`), floats that remember the text they were read from, so a
+  text column stores what the source wrote (not `1.1`, `100.0` or `inf`) and a
+  numeric column its exact value.
 * One bad record does not sink its page. A body the decoder refuses as a whole only
   because some record in it is beyond its limits (nested deeper than its recursion
   limit, an integer of more than 4300 digits) is split into its records, which are
@@ -21,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.json_number import Number
+
 # The most of an undecodable record's text kept in its reject.
 EXCERPT = 2000
 
@@ -28,19 +31,6 @@ EXCERPT = 2000
 class BadBody(ValueError):
     """The body is not the expected JSON; the message says why, on one line, without
     quoting the body."""
-
-
-class Number(float):
-    """A JSON number with a fraction or an exponent, as a float that keeps its text."""
-
-    __slots__ = ("text",)
-
-    text: str
-
-    def __new__(cls, text: str) -> Number:
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
 
 @dataclass(frozen=True)
@@ -237,8 +227,3 @@ def _key(quoted: str) -> str | None:
     except ValueError:
         return None
     return key if isinstance(key, str) else None
-
-
-def spelling(value: float) -> str:
-    """How a number was written in the JSON it came from (for a text column)."""
-    return value.text if isinstance(value, Number) else str(value)

@@ -1,0 +1,118 @@
+"""The column types a configuration may name, and everything syncd knows about each.
+
+The one place a type is described (docs/configuration.md lists them for users):
+
+* `name`: how `columns` spells it in the YAML; it is also its SQL, in CREATE TABLE
+  and ALTER TABLE ADD COLUMN;
+* `canonical`: how PostgreSQL's format_type() reports it, which is what an existing
+  table's column is checked against;
+* `converter`: from a JSON value to the Python value stored (`syncd.converters`);
+* `copy_format`: from that value to its COPY text (`syncd.copy_formats`);
+* `version_rank`: None unless its values order like versions, so that it can be an
+  entity's `version_column`; then its place when the configuration lists the types
+  a version column may have (timestamps first: the usual choice).
+
+It sits at the root, below every layer: the configuration validates type names and
+version columns with it, the database layer creates and formats columns with it,
+the sync layer converts values with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from syncd import converters, copy_formats
+from syncd.converters import Converter
+from syncd.copy_formats import Formatter
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    name: str
+    make_converter: Callable[[ZoneInfo], Converter]  # given the source's time zone
+    copy_format: Formatter
+    reported_as: str | None = None  # None: format_type() says `name`
+    version_rank: int | None = None
+
+    @property
+    def sql(self) -> str:
+        """The type as written in CREATE TABLE / ALTER TABLE ADD COLUMN."""
+        return self.name
+
+    @property
+    def canonical(self) -> str:
+        """The type as PostgreSQL's format_type() reports it."""
+        return self.reported_as or self.name
+
+    def converter(self, tz: ZoneInfo) -> Converter:
+        """The function that turns a JSON value into this column's value; a time
+        without an offset is read in `tz` (the source's time zone)."""
+        return self.make_converter(tz)
+
+
+def _in_any_zone(converter: Converter) -> Callable[[ZoneInfo], Converter]:
+    """For a type whose values do not depend on the source's time zone."""
+    return lambda tz: converter
+
+
+_REGISTRY = (
+    ColumnType("text", _in_any_zone(converters.to_text), copy_formats.text),
+    ColumnType(
+        "integer",
+        _in_any_zone(converters.integer_within(converters.INT4)),
+        copy_formats.plain,
+        version_rank=3,
+    ),
+    ColumnType(
+        "bigint",
+        _in_any_zone(converters.integer_within(converters.INT8)),
+        copy_formats.plain,
+        version_rank=4,
+    ),
+    ColumnType("numeric", _in_any_zone(converters.to_numeric), copy_formats.plain, version_rank=5),
+    ColumnType(
+        "double precision",
+        _in_any_zone(converters.to_double),
+        copy_formats.exact_float,
+        version_rank=6,
+    ),
+    ColumnType("boolean", _in_any_zone(converters.to_boolean), copy_formats.boolean),
+    ColumnType("date", _in_any_zone(converters.to_date), copy_formats.iso, version_rank=2),
+    ColumnType(
+        "timestamp",
+        _in_any_zone(converters.to_timestamp),
+        copy_formats.iso,
+        reported_as="timestamp without time zone",
+        version_rank=1,
+    ),
+    ColumnType(
+        "timestamptz",
+        converters.timestamptz_in,
+        copy_formats.iso,
+        reported_as="timestamp with time zone",
+        version_rank=0,
+    ),
+    ColumnType("uuid", _in_any_zone(converters.to_uuid), copy_formats.plain),
+    ColumnType("jsonb", _in_any_zone(converters.to_jsonb), copy_formats.jsonb),
+)
+
+BY_NAME: Mapping[str, ColumnType] = {kind.name: kind for kind in _REGISTRY}
+
+# The names `columns` accepts, in the order messages list them.
+COLUMN_TYPES: tuple[str, ...] = tuple(BY_NAME)
+
+# The names a version column's type may have, in the order messages list them.
+VERSION_TYPES: tuple[str, ...] = tuple(
+    name
+    for _, name in sorted(
+        (kind.version_rank, kind.name) for kind in _REGISTRY if kind.version_rank is not None
+    )
+)
+
+
+def column_type(name: str) -> ColumnType:
+    """The type called `name` (one of COLUMN_TYPES: the configuration accepts no
+    other); KeyError for any other name."""
+    return BY_NAME[name]
