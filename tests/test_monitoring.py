@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.metrics import enable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, enable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.cli.main import main

@@ -1,6 +1,7 @@
 """The daemon's one HTTP port: metrics, health, status, sync and ingest (docs/operations.md,
-"HTTP endpoints"). This module listens, holds the connections and their limits; what
-it reads is in `request` and `body`, what answers in `routes` and `endpoints`.
+"HTTP"). This module listens and holds the connections and their limits; a request's
+head is read in `request`, its body in `body`; `routes` decides what answers it and
+`endpoints` answers; `responses` makes the bytes sent back.
 
 Anyone who can connect can try to starve it, and `/healthz` must still answer: a
 liveness probe that a few idle sockets can fail would get a healthy daemon restarted.
