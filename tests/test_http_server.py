@@ -1,7 +1,11 @@
-"""The HTTP port through real sockets, against a fake App (the seam to the daemon)."""
+"""The HTTP port through real sockets, against a fake App (the seam to the daemon);
+then routing, the key check and the chunked decoder on their own. One file for all of
+syncd/http (hence its length): the sockets are what the acceptance suite sees, the
+pieces are where a failure is easiest to read."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
@@ -19,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from syncd.config.model import Http, Secret
+from syncd.http.body import TooLarge, read_chunked
 from syncd.http.routes import check_key, match
 from syncd.http.server import Limits, PostHandler, ServerHandle, Unavailable, serve
 from syncd.metrics import Metrics
@@ -701,3 +706,42 @@ def test_the_key_check_answers_403_without_a_key_and_401_for_a_wrong_one() -> No
     assert missing is not None and missing.status == 401
     unset = check_key(Http(api_key=None), headers(X_API_KEY=KEY))
     assert unset is not None and unset.status == 403
+
+
+# -- the chunked decoder, without a socket -----------------------------------------
+
+
+def _chunked(data: bytes, max_body: int = 1024, keep: bool = True) -> bytes:
+    async def read() -> bytes:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_chunked(reader, max_body, keep=keep)
+
+    return asyncio.run(read())
+
+
+def test_a_chunked_body_is_joined_with_extensions_and_trailers_skipped() -> None:
+    data = b"3;name=value\r\nabc\r\n2\nde\n0\r\nX-Trailer: 1\r\n\r\n"
+    assert _chunked(data) == b"abcde"
+    assert _chunked(data, keep=False) == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"zz\r\nxx\r\n0\r\n\r\n", "bad chunk size"),
+        (b"-1\r\nx\r\n0\r\n\r\n", "bad chunk size"),
+        (b"3\r\nabcX\r\n0\r\n\r\n", "truncated chunk"),
+        (b"1" * 2000 + b"\r\n", "bad chunk size line"),
+        (b"0\r\n" + b"X: 1\r\n" * 101, "too many trailer lines"),
+    ],
+)
+def test_a_malformed_chunked_body_says_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        _chunked(data)
+
+
+def test_a_chunked_body_past_max_body_is_refused_before_it_is_read() -> None:
+    with pytest.raises(TooLarge):
+        _chunked(b"400\r\n", max_body=1023)  # the chunk's data never arrives
