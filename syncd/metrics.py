@@ -1,4 +1,5 @@
-"""The Prometheus metrics of CONTRACT §8, on a registry passed in.
+"""syncd's Prometheus metrics (listed in docs/operations.md, "Metrics"), on a registry
+passed in.
 
 Every family exists from the start with a series for every configured entity, so a
 dashboard shows zeros instead of "no data" and `rate()` has a starting point."""
@@ -29,12 +30,21 @@ RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800,
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+def disable_created_series() -> None:
+    """Export no `*_created` series, in the text format and in OpenMetrics alike: they
+    add a series beside every counter and histogram series and tell nothing a dashboard or
+    alert uses.
+
+    prometheus_client keeps this switch in one global, read at every scrape: it is the
+    process's choice, made once by its entry point (`syncd.cli.main.main`), not by
+    each `Metrics` built (tests build many, in one process)."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry, *, process: bool = False) -> None:
         """`process=True` (the daemon) adds the process_* and python_* collectors:
         CPU, memory, open files, start time (a restart shows as its change)."""
-        # `*_created` series double the count and tell nothing a dashboard uses.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         if process:
             ProcessCollector(registry=registry)

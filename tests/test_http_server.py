@@ -1,7 +1,11 @@
-"""The HTTP port through real sockets, against a fake App (the seam to the daemon)."""
+"""The HTTP port through real sockets, against a fake App (the seam to the daemon);
+then routing, the key check and the chunked decoder on their own. One file for all of
+syncd/http (hence its length): the sockets are what the acceptance suite sees, the
+pieces are where a failure is easiest to read."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
@@ -15,10 +19,12 @@ from typing import Any
 
 import pytest
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from syncd.config.model import Http, Secret
+from syncd.http.body import TooLarge, read_chunked
+from syncd.http.routes import check_key, match
 from syncd.http.server import Limits, PostHandler, ServerHandle, Unavailable, serve
 from syncd.metrics import Metrics
 
@@ -148,11 +154,37 @@ def test_metrics_expose_the_syncd_families(start: Start) -> None:
     Metrics(registry).declare(["task"])
     reply = call(start(registry=registry), "GET", "/metrics")
     assert reply.status == 200
-    assert reply.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    # The text format, named as prometheus_client's own exporters name it for a client
+    # that asks for nothing in particular (curl, an old Prometheus).
+    assert reply.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = reply.body.decode()
     assert 'syncd_sync_runs_total{entity="task",kind="incremental",status="ok"} 0.0' in text
     assert 'syncd_records_written_total{entity="task"} 0.0' in text
     assert "syncd_build_info{version=" in text
+    assert "_created" not in text
+
+
+# What Prometheus 2.x sends by default: OpenMetrics preferred.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.mark.parametrize("accept", ["application/openmetrics-text", PROMETHEUS_ACCEPT])
+def test_metrics_are_openmetrics_when_the_client_asks_for_it(start: Start, accept: str) -> None:
+    registry = CollectorRegistry()
+    Metrics(registry).declare(["task"])
+    reply = call(start(registry=registry), "GET", "/metrics", headers={"Accept": accept})
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = reply.body.decode()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE syncd_sync_runs counter" in text
+    assert 'syncd_sync_runs_total{entity="task",kind="incremental",status="ok"} 0.0' in text
+    # No `_created` samples: the process turned them off (tests/conftest.py, as the
+    # daemon's entry point does), in OpenMetrics as in the text format.
+    assert "_created" not in text
 
 
 def test_metrics_are_gzipped_when_the_client_accepts_it(start: Start) -> None:
@@ -161,6 +193,23 @@ def test_metrics_are_gzipped_when_the_client_accepts_it(start: Start) -> None:
     reply = call(start(registry=registry), "GET", "/metrics", headers={"Accept-Encoding": "gzip"})
     assert reply.headers["Content-Encoding"] == "gzip"
     assert b"syncd_build_info" in gzip.decompress(reply.body)
+    reply = call(
+        start(registry=registry),
+        "GET",
+        "/metrics",
+        headers={"Accept": "application/openmetrics-text", "Accept-Encoding": "br, GZIP;q=0.5"},
+    )
+    assert reply.headers["Content-Encoding"] == "gzip"
+    assert reply.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert gzip.decompress(reply.body).endswith(b"# EOF\n")
+
+
+def test_metrics_are_plain_without_gzip_in_accept_encoding(start: Start) -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    reply = call(start(registry=registry), "GET", "/metrics", headers={"Accept-Encoding": "br"})
+    assert "Content-Encoding" not in reply.headers
+    assert b"syncd_build_info" in reply.body
 
 
 class _Broken(Collector):
@@ -619,3 +668,80 @@ def test_with_every_connection_doing_real_work_a_new_one_is_503_at_once(start: S
     for thread in threads:
         thread.join(10)
     assert call(server, "GET", "/healthz").status == 200
+
+
+# -- routing, without a socket -----------------------------------------------------
+
+
+def _handler(name: str) -> PostHandler:
+    def handle(_entity: str | None, _body: bytes) -> tuple[int, dict[str, Any]]:
+        return 200, {"handler": name}
+
+    return handle
+
+
+def test_post_routes_match_an_exact_path_first_then_one_entity_segment() -> None:
+    exact, template = _handler("exact"), _handler("template")
+    routes = {"/v1/ingest/{entity}": template, "/v1/ingest/special": exact}
+    assert match(routes, "/v1/ingest/special") == (exact, None)
+    assert match(routes, "/v1/ingest/task") == (template, "task")
+    assert match(routes, "/v1/ingest/t%C3%A4sk") == (template, "täsk")
+    assert match(routes, "/v1/ingest/") is None
+    assert match(routes, "/v1/ingest/task/more") is None
+    assert match(routes, "/v1/ingest/{entity}") == (template, "{entity}")
+
+
+def test_the_key_check_answers_403_without_a_key_and_401_for_a_wrong_one() -> None:
+    def headers(**values: str) -> Message:
+        message = Message()
+        for name, value in values.items():
+            message[name.replace("_", "-")] = value
+        return message
+
+    keyed_http = Http(api_key=Secret(KEY))
+    assert check_key(keyed_http, headers(X_API_KEY=KEY)) is None
+    wrong = check_key(keyed_http, headers(X_API_KEY=KEY + "x"))
+    assert wrong is not None and wrong.status == 401
+    missing = check_key(keyed_http, headers())
+    assert missing is not None and missing.status == 401
+    unset = check_key(Http(api_key=None), headers(X_API_KEY=KEY))
+    assert unset is not None and unset.status == 403
+
+
+# -- the chunked decoder, without a socket -----------------------------------------
+
+
+def _chunked(data: bytes, max_body: int = 1024, keep: bool = True) -> bytes:
+    async def read() -> bytes:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_chunked(reader, max_body, keep=keep)
+
+    return asyncio.run(read())
+
+
+def test_a_chunked_body_is_joined_with_extensions_and_trailers_skipped() -> None:
+    data = b"3;name=value\r\nabc\r\n2\nde\n0\r\nX-Trailer: 1\r\n\r\n"
+    assert _chunked(data) == b"abcde"
+    assert _chunked(data, keep=False) == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"zz\r\nxx\r\n0\r\n\r\n", "bad chunk size"),
+        (b"-1\r\nx\r\n0\r\n\r\n", "bad chunk size"),
+        (b"3\r\nabcX\r\n0\r\n\r\n", "truncated chunk"),
+        (b"1" * 2000 + b"\r\n", "bad chunk size line"),
+        (b"0\r\n" + b"X: 1\r\n" * 101, "too many trailer lines"),
+    ],
+)
+def test_a_malformed_chunked_body_says_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        _chunked(data)
+
+
+def test_a_chunked_body_past_max_body_is_refused_before_it_is_read() -> None:
+    with pytest.raises(TooLarge):
+        _chunked(b"400\r\n", max_body=1023)  # the chunk's data never arrives

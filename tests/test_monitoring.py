@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, enable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd.cli.main import main
 from syncd.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,21 @@ def test_the_scrape_has_syncds_families_and_no_process_collectors(exported: Expo
     assert "syncd_sync_duration_seconds_bucket" in exported.labels
     assert exported.labels["syncd_sync_runs_total"] == {"entity", "kind", "status"}
     assert not [name for name in exported.labels if name.startswith(("process_", "python_"))]
+    assert not [name for name in exported.labels if name.endswith("_created")]
+
+
+def test_the_entry_point_turns_created_series_off_for_the_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """prometheus_client's switch is process-wide: syncd's main() flips it before any
+    command runs, so a daemon's /metrics has no `*_created` series."""
+    enable_created_metrics()  # type: ignore[no-untyped-call]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    capsys.readouterr()
+    registry = CollectorRegistry()
+    Counter("probe", "A counter.", registry=registry).inc()
+    assert b"probe_created" not in generate_latest(registry)
 
 
 # --- PromQL, read just enough to name metrics and labels ---------------------------------

@@ -23,7 +23,7 @@ from syncd.config.values import parse_timestamp
 from syncd.db.connection import connect, describe_db_error
 from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError
-from syncd.metrics import Metrics
+from syncd.metrics import Metrics, disable_created_series
 from syncd.service.status import entity_status, format_table
 from syncd.sync.incremental import Engine, RunResult
 from syncd.sync.rewind import rewind
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    disable_created_series()  # process-wide, before any registry is scraped
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(words)
     logs.configure(debug=args.debug)
