@@ -18,11 +18,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from syncd.config import http_paths as paths
+from syncd.config.http_paths import SYNC_ROUTE
 from syncd.http.app import App, PostHandler, Unavailable
 from syncd.http.ratelimit import RateLimited
 from syncd.http.request import Request
 from syncd.http.responses import Response, error, json_response, retry_later
-from syncd.http.routes import SYNC_ROUTE, GetEndpoint
+from syncd.http.routes import GetEndpoint
 from syncd.http.workers import Busy, Pool
 
 log = structlog.get_logger("syncd.http")
@@ -61,10 +63,10 @@ class Endpoints:
         self._writes = writes
         self._rate = rate
         self.gets: Mapping[str, GetEndpoint] = {
-            "/metrics": self.metrics,
-            "/healthz": self.healthz,
-            "/readyz": self.readyz,
-            "/status": self.status,
+            paths.METRICS: self.metrics,
+            paths.HEALTHZ: self.healthz,
+            paths.READYZ: self.readyz,
+            paths.STATUS: self.status,
         }
 
     def posts(self) -> Mapping[str, PostHandler]:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import unquote
 
+from syncd.config.http_paths import ENTITY
 from syncd.config.model import Http
 from syncd.http.app import PostHandler
 from syncd.http.request import Request
 from syncd.http.responses import Response, error
 
-ENTITY = "{entity}"
-SYNC_ROUTE = "/v1/sync/" + ENTITY
 KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 # A GET endpoint is answered in the event loop: it must not block (or must hand its
