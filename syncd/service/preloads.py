@@ -1,6 +1,7 @@
 """The daemon's background preloads: one thread that runs every configured preload
 that is not complete, one entity at a time, chunk by chunk, beside the incremental
-schedule (a preload's lock is its own; see docs/operations.md, "Preload").
+schedule (a preload's lock is its own; see docs/operations.md, "Preload (history
+backfill)").
 
 It looks again after a reload (`wake`), and every PRELOAD_RECHECK seconds (another
 instance may have held the lock). It stops between pages once `stop` is set.

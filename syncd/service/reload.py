@@ -1,4 +1,4 @@
-"""Reloading the configuration (SIGHUP; docs/operations.md, "Reload").
+"""Reloading the configuration (SIGHUP; docs/operations.md, "Running under systemd").
 
 `Reloader` is the loop's reload: the new file applied over the running one, or
 refused with the old one kept. `adopt` (how a new file is taken over the one in use)

@@ -1,5 +1,5 @@
 """The daemon's start, between binding the HTTP port and READY=1: wait for the
-database and migrate (docs/operations.md, "Start").
+database and migrate (docs/operations.md, "Running under systemd").
 
 systemd is kept waiting (EXTEND_TIMEOUT_USEC) rather than killing syncd at its
 start timeout: READY=1 means ready, and a database that comes back is used as soon
