@@ -193,6 +193,7 @@ class FakeDatabase(ServiceDatabase):
         self.down = False
         self.reload_error: Exception | None = None
         self.prepared: list[list[str]] = []  # the entities of each try at start
+        self.checks = 0  # /readyz's database checks
 
     def prepare(self, config: Config) -> None:
         self.prepared.append(list(config.entities))
@@ -202,13 +203,14 @@ class FakeDatabase(ServiceDatabase):
     def migrate_for_reload(self, config: Config) -> PendingMigration | None:
         if self.reload_error is not None:
             raise self.reload_error
-        return None
+        return PendingMigration(config) if self.down else None
 
     def seed_metrics(self, config: Config, metrics: Metrics) -> dict[str, datetime]:
         return {}
 
     def answers(self, config: Config) -> tuple[bool, str]:
-        return True, "ready"
+        self.checks += 1
+        return (False, "database: connection refused") if self.down else (True, "ready")
 
     def entity_status(self, config: Config, now: datetime) -> list[dict[str, Any]]:
         return [{"entity": name} for name in config.entities]
@@ -463,6 +465,20 @@ def test_a_manual_run_starts_at_once_and_restarts_the_interval(
     assert h.running() == {"task": 90.0}
 
 
+def test_readyz_checks_the_database_at_most_once_per_ready_cache(
+    make: Callable[..., Harness],
+) -> None:
+    h = make({"task": "60s"})
+    started(h)
+    assert [h.app.ready() for _ in range(3)] == [(True, "ready")] * 3
+    assert h.database.checks == 1
+    h.database.down = True
+    h.inbox.tick()  # 5 s later: the cached answer is stale
+    assert h.app.ready() == (False, "database: connection refused")
+    assert h.app.ready() == (False, "database: connection refused")
+    assert h.database.checks == 2
+
+
 # --- how a run ended --------------------------------------------------------------------
 
 
@@ -531,6 +547,27 @@ def test_a_reload_adds_and_drops_entities_without_cutting_a_running_one(
     assert engines["task"] == {"task", "inspection"}  # the run after: the new engine
     first_task = next(entities for name, entities in h.runs.calls if name == "task")
     assert first_task == {"task", "user"}
+
+
+def test_a_reload_while_the_database_is_away_leaves_the_migration_to_the_runs(
+    make: Callable[..., Harness],
+) -> None:
+    h = make({"task": "60s"})
+    started(h)
+    h.end("task", RunStatus.OK)
+    h.messages()
+    write_config(h.config, {"task": "60s", "user": "60s"})
+    h.database.down = True
+    h.signal(signal.SIGHUP)
+    _, ready, *_ = h.messages()
+    assert ready == {
+        "READY": "1",
+        "STATUS": "reloaded: 2 entities, 0 running, migration waits for the database",
+    }
+    runtime = h.daemon.state.runtime
+    assert runtime is not None and runtime.engine.migration is not None
+    assert h.running() == {"user": 0.0}  # its run migrates first (per entity)
+    assert h.sample("syncd_config_last_reload_successful") == 1
 
 
 def test_a_refused_reload_keeps_the_old_configuration(make: Callable[..., Harness]) -> None:

@@ -53,7 +53,7 @@ class Health:
     """Plain values for /healthz and /readyz."""
 
     heartbeat: float = field(default_factory=time.monotonic)  # the loop's last tick
-    ready_at: float = 0.0  # when `ready` was last checked against the database
+    ready_at: float = float("-inf")  # when `ready` was last checked against the database
     ready: tuple[bool, str] = (False, "starting")
 
 
