@@ -40,7 +40,13 @@ from syncd.runs import RunKind, RunStatus
 from syncd.service import daemon as daemon_module
 from syncd.service.daemon import Daemon
 from syncd.service.database import ServiceDatabase
-from syncd.service.events import Event, RunFinished, event_for_signal
+from syncd.service.events import (
+    Event,
+    ReloadRequested,
+    RunFinished,
+    StopRequested,
+    event_for_signal,
+)
 from syncd.service.state import MAX_WAIT
 from syncd.sync.incremental import Engine, RunResult
 from syncd.sync.runner import Unrecorded
@@ -123,20 +129,27 @@ class Stepper:
         self.idle()
         return timeout
 
-    def wait_put(self, predicate: Callable[[Event], bool], what: str) -> None:
+    def count(self, predicate: Callable[[Event], bool]) -> int:
+        """How many events queued so far match `predicate`."""
         with self._cond:
-            found = self._cond.wait_for(lambda: any(map(predicate, self.put_log)), WAIT)
-            assert found, f"no {what} was queued"
+            return sum(1 for event in self.put_log if predicate(event))
+
+    def wait_count(self, predicate: Callable[[Event], bool], count: int, what: str) -> None:
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: sum(1 for event in self.put_log if predicate(event)) >= count, WAIT
+            )
+            assert found, f"{what} was never queued"
 
 
 class Runs:
     """What the fake engines were asked to run. A run blocks until the test ends it."""
 
-    def __init__(self, clocks: Clocks) -> None:
-        self._clocks = clocks
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._in_run: set[str] = set()
         self._outcomes: dict[str, str] = {}
+        self._closing = False  # from now on every run ends ok at once
         self.calls: list[tuple[str, frozenset[str]]] = []  # entity, the engine's entities
 
     def run(self, engine: Engine, name: str) -> RunResult:
@@ -144,9 +157,9 @@ class Runs:
             self.calls.append((name, frozenset(engine.config.entities)))
             self._in_run.add(name)
             self._cond.notify_all()
-            self._cond.wait_for(lambda: name in self._outcomes)
+            self._cond.wait_for(lambda: name in self._outcomes or self._closing)
             self._in_run.discard(name)
-            status = self._outcomes.pop(name)
+            status = self._outcomes.pop(name, RunStatus.OK)
         return RunResult(name, status, error="it failed" if status == RunStatus.FAILED else None)
 
     def wait_running(self, *names: str) -> None:
@@ -166,9 +179,9 @@ class Runs:
             self._cond.notify_all()
 
     def end_all(self) -> None:
+        """End every run ok, those under way and those about to start."""
         with self._cond:
-            for name in self._in_run:
-                self._outcomes[name] = RunStatus.OK
+            self._closing = True
             self._cond.notify_all()
 
 
@@ -250,7 +263,7 @@ class Harness:
         self.notify = notify
         self.clocks = Clocks()
         self.inbox = Stepper(self.clocks)
-        self.runs = Runs(self.clocks)
+        self.runs = Runs()
         self.database = FakeDatabase()
         self.server: FakeServer | None = None
         self.exit: list[int] = []
@@ -319,12 +332,14 @@ class Harness:
 
     def end(self, name: str, status: str) -> None:
         """End `name`'s run with `status`, then let the loop take it in."""
-        before = sum(1 for e in self.inbox.put_log if _finished(e, name))
-        self.runs.end(name, status)
-        self.inbox.wait_put(lambda _: self._finishes(name) > before, f"end of {name}")
 
-    def _finishes(self, name: str) -> int:
-        return sum(1 for e in self.inbox.put_log if _finished(e, name))
+        def finished(event: Event) -> bool:
+            return isinstance(event, RunFinished) and event.result.entity == name
+
+        before = self.inbox.count(finished)
+        self.runs.end(name, status)
+        self.inbox.wait_count(finished, before + 1, f"the end of {name}'s run")
+        self.inbox.idle()
 
     def running(self) -> dict[str, float]:
         """Running entities and their monotonic start, once the loop is idle."""
@@ -359,10 +374,7 @@ class Harness:
         self.runs.end_all()
         self.inbox.put(event_for_signal(signal.SIGTERM))
         self.thread.join(WAIT)
-
-
-def _finished(event: Event, name: str) -> bool:
-    return isinstance(event, RunFinished) and event.result.entity == name
+        assert not self.thread.is_alive(), "the daemon did not drain at the end of the test"
 
 
 @pytest.fixture
@@ -404,6 +416,12 @@ def started(h: Harness) -> Message:
     h.start()
     ready = h.notify.wait_for(lambda m: m.get("READY") == "1", WAIT, "READY=1")
     return ready
+
+
+def test_sighup_reloads_and_sigterm_and_sigint_stop() -> None:
+    assert event_for_signal(signal.SIGHUP) == ReloadRequested()
+    assert event_for_signal(signal.SIGTERM) == StopRequested(signal.SIGTERM)
+    assert event_for_signal(signal.SIGINT) == StopRequested(signal.SIGINT)
 
 
 # --- start and interval -----------------------------------------------------------------
