@@ -10,6 +10,9 @@ Time only moves when the test says so: when the loop would wait with nothing que
 it blocks until the test either queues an event or lets the wait run out (`tick`:
 the fake clocks move on by exactly the loop's timeout). Between steps the test waits
 until the loop is idle again, so every check sees the state the loop settled on.
+
+Longer than most modules: the fakes and the harness (the first half) serve only these
+tests, and are easier to follow next to them than in a support module.
 """
 
 from __future__ import annotations
