@@ -145,23 +145,45 @@ def test_watchdog_sends_nothing_when_meant_for_another_process(
     assert nothing_pending(listener[0])
 
 
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
 @pytest.mark.parametrize("address", [None, "", "/nonexistent/notify", "x" * 200])
-def test_without_a_reachable_socket_every_call_is_a_silent_no_op(address: str | None) -> None:
+def test_without_a_reachable_socket_every_call_is_a_silent_no_op(
+    address: str | None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No socket is kept open, no call raises or prints, and the watchdog interval is
+    still read (the loop's waits follow it either way)."""
     env = {"WATCHDOG_USEC": "2000000"} | ({} if address is None else {"NOTIFY_SOCKET": address})
+    fds = open_fds()
     notifier = Notifier(env)
+    assert open_fds() == fds
+    assert notifier.watchdog_interval == 1.0
     notifier.ready("up")
     notifier.status("still up")
     notifier.reloading()
+    notifier.extend_timeout(70)
     notifier.watchdog()
     notifier.stopping()
     notifier.close()
+    assert capfd.readouterr() == ("", "")
 
 
-def test_a_socket_gone_after_start_is_not_an_error(listener: tuple[socket.socket, str]) -> None:
+def test_a_socket_gone_after_start_is_not_an_error(
+    listener: tuple[socket.socket, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The reader goes away after the first message: the next ones fail to send
+    (ECONNREFUSED), silently, and the notifier keeps answering."""
     notifier = Notifier({"NOTIFY_SOCKET": listener[1]})
+    notifier.status("someone listens")
+    assert receive(listener[0]) == {"STATUS": "someone listens"}
     listener[0].close()
     notifier.status("nobody listens")  # ECONNREFUSED, swallowed
+    notifier.ready("still nobody")
+    notifier.stopping()
     notifier.close()
+    assert capfd.readouterr() == ("", "")
 
 
 def test_an_abstract_socket_name_works() -> None:

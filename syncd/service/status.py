@@ -9,6 +9,7 @@ from psycopg2 import sql
 
 from syncd.config.model import Config
 from syncd.db.connection import Connection
+from syncd.runs import RunKind, RunStatus
 from syncd.sync.preload import describe
 
 _QUERY = """
@@ -20,13 +21,18 @@ SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
   LEFT JOIN {schema}.sync_state s ON s.entity = e.entity
   LEFT JOIN LATERAL (
         SELECT * FROM {schema}.sync_time t
-         WHERE t.entity = e.entity AND t.kind = 'incremental'
+         WHERE t.entity = e.entity AND t.kind = %(incremental)s
          ORDER BY t.started_at DESC, t.id DESC LIMIT 1) last ON true
   LEFT JOIN LATERAL (
         SELECT finished_at FROM {schema}.sync_time t
-         WHERE t.entity = e.entity AND t.status = 'ok' AND t.kind = 'incremental'
+         WHERE t.entity = e.entity AND t.status = %(ok)s AND t.kind = %(incremental)s
          ORDER BY t.finished_at DESC LIMIT 1) ok ON true
 """
+
+
+# The last run and the last success shown are incremental ones (a preload chunk or a
+# push is not "the last sync").
+INCREMENTAL, OK = RunKind.INCREMENTAL.value, RunStatus.OK.value
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -45,7 +51,7 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
         for name in config.entities:
             row: tuple[Any, ...] | None = (None,) * 13
             if migrated:
-                cur.execute(query, {"entity": name})
+                cur.execute(query, {"entity": name, "incremental": INCREMENTAL, "ok": OK})
                 row = cur.fetchone()
             assert row is not None
             (

@@ -1,4 +1,5 @@
-"""What syncd tells systemd (CONTRACT §7): readiness, status, reloads, stopping, watchdog.
+"""What syncd tells systemd: readiness, status, reloads, stopping, watchdog (the
+messages and when they are sent: docs/operations.md, "Running under systemd").
 
 Messages go through `sdnotify` to the datagram socket named by $NOTIFY_SOCKET; without
 it (not started by systemd) every call is a cheap no-op. sdnotify never raises and
