@@ -13,9 +13,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from syncd.column_types import BY_NAME, COLUMN_TYPES, VERSION_TYPES, column_type
+from syncd.columns.json_number import Number
+from syncd.columns.types import BY_NAME, COLUMN_TYPES, VERSION_TYPES, column_type
 from syncd.db.copytext import CopyFormatter
-from syncd.json_number import Number
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.json_number import Number
+from syncd.columns.json_number import Number
 from syncd.sync.jsonrecords import BadBody, Undecodable, records_in, split_array
 
 DEEP = "[" * 50_000 + "]" * 50_000

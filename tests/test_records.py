@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.column_types import column_type
+from syncd.columns.types import column_type
 from syncd.config.model import Column, Entity, SourceConfig
 from syncd.db.rows import Reject
 from syncd.sync.records import RowBuilder

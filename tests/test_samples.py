@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.column_types import COLUMN_TYPES
+from syncd.columns.types import COLUMN_TYPES
 from syncd.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg2
 import pytest
 
+from syncd.columns.converters import JsonText
 from syncd.config.model import Column, Config, Database, Entity, Http, SchedulerConfig, SourceConfig
-from syncd.converters import JsonText
 from syncd.db.rows import Reject, Row
 from syncd.db.schema import migrate
 from syncd.db.store import COPY_MIN_ROWS, EntityStore

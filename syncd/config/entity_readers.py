@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import time
 from zoneinfo import ZoneInfo
 
-from syncd.column_types import COLUMN_TYPES, VERSION_TYPES
+from syncd.columns.types import COLUMN_TYPES, VERSION_TYPES
 from syncd.config.http_paths import is_builtin_path
 from syncd.config.model import (
     RAW_COLUMN,

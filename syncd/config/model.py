@@ -1,5 +1,5 @@
 """The configuration as typed, immutable objects. Loading and validation:
-`syncd.config.loader`; the column types it accepts: `syncd.column_types`."""
+`syncd.config.loader`; the column types it accepts: `syncd.columns.types`."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class SourceConfig:
 class Column:
     name: str
     field: tuple[str, ...]  # dotted path into the record, split
-    type: str  # one of syncd.column_types.COLUMN_TYPES
+    type: str  # one of syncd.columns.types.COLUMN_TYPES
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Rows as PostgreSQL COPY text: one line per row, tab-separated, `\\N` for NULL.
 
 Formats the values `syncd.sync.records.RowBuilder` produces, each by its column
-type's formatter (`syncd.column_types`, formatters in `syncd.copy_formats`)."""
+type's formatter (`syncd.columns.types`, formatters in `syncd.columns.copy_formats`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from syncd.column_types import column_type
+from syncd.columns.types import column_type
 from syncd.db.rows import Row
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import structlog
 from psycopg2 import sql
 
-from syncd.column_types import column_type
+from syncd.columns.types import column_type
 from syncd.config.model import RAW_COLUMN, RAW_COLUMN_TYPE, Config, Entity
 from syncd.db.connection import Connection
 from syncd.errors import SyncdError
@@ -97,7 +97,7 @@ def _add_missing_own_columns(conn: Connection, schema: str) -> None:
 
 def entity_columns(entity: Entity) -> list[tuple[str, str]]:
     """(name, type) of every column of the entity's table, in row order; each type is
-    a name in `syncd.column_types`."""
+    a name in `syncd.columns.types`."""
     columns = [(col.name, col.type) for col in entity.columns]
     if entity.keep_raw:
         columns.append((RAW_COLUMN, RAW_COLUMN_TYPE))

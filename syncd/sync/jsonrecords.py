@@ -3,7 +3,7 @@
 Two things the standard decoder does not do, and a sync needs:
 
 * A number keeps its spelling. `1.10`, `1e2` or `1e999` become `Number`s
-  (`syncd.json_number`), floats that remember the text they were read from, so a
+  (`syncd.columns.json_number`), floats that remember the text they were read from, so a
   text column stores what the source wrote (not `1.1`, `100.0` or `inf`) and a
   numeric column its exact value.
 * One bad record does not sink its page. A body the decoder refuses as a whole only
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.json_number import Number
+from syncd.columns.json_number import Number
 
 # The most of an undecodable record's text kept in its reject.
 EXCERPT = 2000

@@ -5,8 +5,8 @@ field; the rest of its page is unaffected. The rules (docs/configuration.md):
 
 * an absent field, or a dotted path through a null object, is NULL;
 * a missing or null primary-key field rejects the record;
-* each value is converted by its column's type (`syncd.column_types`, whose
-  converters, in `syncd.converters`, say what each type accepts).
+* each value is converted by its column's type (`syncd.columns.types`, whose
+  converters, in `syncd.columns.converters`, say what each type accepts).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from syncd.column_types import column_type
+from syncd.columns.converters import BadValue, describe_value
+from syncd.columns.types import column_type
 from syncd.config.model import RAW_COLUMN_TYPE, Entity
-from syncd.converters import BadValue, describe_value
 from syncd.db.rows import Reject, Row
 from syncd.sync.jsonrecords import Undecodable
 

@@ -6,8 +6,8 @@ The one place a type is described (docs/configuration.md lists them for users):
   and ALTER TABLE ADD COLUMN;
 * `canonical`: how PostgreSQL's format_type() reports it, which is what an existing
   table's column is checked against;
-* `converter`: from a JSON value to the Python value stored (`syncd.converters`);
-* `copy_format`: from that value to its COPY text (`syncd.copy_formats`);
+* `converter`: from a JSON value to the Python value stored (`syncd.columns.converters`);
+* `copy_format`: from that value to its COPY text (`syncd.columns.copy_formats`);
 * `version_rank`: None unless its values order like versions, so that it can be an
   entity's `version_column`; then its place when the configuration lists the types
   a version column may have (timestamps first: the usual choice).
@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from syncd import converters, copy_formats
-from syncd.converters import Converter
-from syncd.copy_formats import Formatter
+from syncd.columns import converters, copy_formats
+from syncd.columns.converters import Converter
+from syncd.columns.copy_formats import Formatter
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """From a JSON value to the Python value a column of each type stores.
 
-One pure function per column type (the registry in `syncd.column_types` says which
+One pure function per column type (the registry in `syncd.columns.types` says which
 serves which type); a value that does not fit raises `BadValue` saying why, which
 the row builder turns into the record's reject. The rules (docs/configuration.md):
 
@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg2.extras import Json
 
-from syncd.json_number import Number, spelling
+from syncd.columns.json_number import Number, spelling
 
 Converter = Callable[[Any], Any]
 

@@ -1,6 +1,6 @@
-"""From a stored value (what `syncd.converters` produced) to its text in a COPY line.
+"""From a stored value (what `syncd.columns.converters` produced) to its text in a COPY line.
 
-One pure function per column type (the registry in `syncd.column_types` says which
+One pure function per column type (the registry in `syncd.columns.types` says which
 serves which type). Only text and jsonb can hold the characters COPY treats
 specially (backslash, tab, newline, carriage return); everything else formats to
 plain ASCII. NULL (`\\N`) is the caller's: a formatter never sees None.
