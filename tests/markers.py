@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import subprocess
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +69,7 @@ def _referenced(function: Any) -> Iterator[tuple[Any, frozenset[str]]]:
 
 def starts_processes(function: Any, seen: set[int] | None = None) -> bool:
     """Whether `function`, or one of our helpers it names (followed), starts a process."""
+    function = inspect.unwrap(function)  # the function under @contextmanager and such
     seen = set() if seen is None else seen
     if id(function) in seen:
         return False
@@ -78,7 +78,7 @@ def starts_processes(function: Any, seen: set[int] | None = None) -> bool:
         if isinstance(value, types.ModuleType):
             if value is os and names & OS_SPAWNERS:
                 return True
-            if value.__name__ in SPAWNING_MODULES or value is subprocess:
+            if value.__name__ in SPAWNING_MODULES:
                 return True
             if value.__name__.split(".")[0] in OUR_PACKAGES:
                 members = (getattr(value, name, None) for name in names)
@@ -90,7 +90,6 @@ def starts_processes(function: Any, seen: set[int] | None = None) -> bool:
 
 
 def _follow(value: Any, seen: set[int]) -> bool:
-    value = inspect.unwrap(value) if callable(value) else value  # @contextmanager and such
     if not _ours(value):
         return False
     if inspect.isclass(value):
@@ -109,12 +108,12 @@ def _fixture_functions(item: pytest.Function) -> Iterator[Any]:
         if name in PG_FIXTURES:
             continue
         for definition in definitions:
-            yield inspect.unwrap(definition.func)
+            yield definition.func
 
 
 def _starts_processes(item: pytest.Function) -> bool:
     seen: set[int] = set()
-    return starts_processes(inspect.unwrap(item.function), seen) or any(
+    return starts_processes(item.function, seen) or any(
         starts_processes(func, seen) for func in _fixture_functions(item)
     )
 
