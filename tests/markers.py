@@ -103,12 +103,14 @@ def _follow(value: Any, seen: set[int]) -> bool:
 
 
 def _fixture_functions(item: pytest.Function) -> Iterator[Any]:
-    """The functions of the fixtures `item` uses, but the cluster's: that one is `pg`."""
+    """The functions of our fixtures `item` uses, but the cluster's: that one is `pg`.
+    (pytest's own, tmp_path and such, start nothing.)"""
     for name, definitions in item._fixtureinfo.name2fixturedefs.items():
         if name in PG_FIXTURES:
             continue
         for definition in definitions:
-            yield definition.func
+            if _ours(definition.func):
+                yield definition.func
 
 
 def _starts_processes(item: pytest.Function) -> bool:
