@@ -45,8 +45,9 @@ types: $(STAMP)
 
 # pytest-xdist workers for the whole suite; each starts its own PostgreSQL cluster.
 # More workers than CPUs pays: most tests wait on a daemon, a socket or the database.
-# On 2 shared CPUs: serial ~235 s, -n 2 134 s, -n 4 111 s. worksteal: the longest
-# tests (~20 s each) do not end up queued behind each other on one worker.
+# On 2 CPUs shared with other jobs (load 2-3): serial ~235 s, -n 2 134 s, -n 4 111 s
+# (180 s at load 6). worksteal: the longest tests (~20 s each) do not end up queued
+# behind each other on one worker.
 TEST_WORKERS ?= 4
 
 # The whole suite, in parallel.
