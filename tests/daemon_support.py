@@ -31,24 +31,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.demo_config import demo_config
 from devtools.demo_source import DemoSource
+
+# wait_for lives in tests.support; the daemon tests import it from here too.
 from tests.support import query
+from tests.support import wait_for as wait_for
 
 WAIT = 10.0  # seconds: the longest any single expected event may take to arrive
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # Variables of the environment this test runs in that would change what syncd does.
 _SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "SYNCD_CONFIG", "LISTEN_FDS")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll `condition` until it returns something truthy (returned), or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -132,13 +124,17 @@ class NotifySocket:
         self, predicate: Callable[[dict[str, str]], bool], timeout: float, what: str
     ) -> dict[str, str]:
         """Read messages until one matches `predicate`; fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            message = self.receive(left)
-            if message is not None and predicate(message):
-                return message
-        seen = [m for m in self.messages if m.get("WATCHDOG") != "1"][-10:]
-        raise AssertionError(f"no {what} within {timeout}s; last messages: {seen}")
+
+        def matching() -> dict[str, str] | None:
+            message = self.receive(0.05)  # blocks: no need to sleep between reads
+            return message if message is not None and predicate(message) else None
+
+        def described() -> str:
+            seen = [m for m in self.messages if m.get("WATCHDOG") != "1"][-10:]
+            return f"{what}; last messages: {seen}"
+
+        found: dict[str, str] = wait_for(matching, timeout, described, every=0)
+        return found
 
     def collect(self, seconds: float) -> list[dict[str, str]]:
         """Every message received during the next `seconds` seconds (and any pending)."""
@@ -320,6 +316,18 @@ def daemons(folder: Path) -> Iterator[Daemons]:
 
 
 # --- the run log ----------------------------------------------------------------------
+
+
+def syncd_sessions(dsn: str) -> int:
+    """Server sessions of syncd processes on this database. A killed client's backend
+    lingers until the server notices; until then it may still hold a lock (an entity's,
+    a preload's) or a commit it sent may still land."""
+    [(count,)] = query(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'syncd'",
+    )
+    return int(count)
 
 
 def runs(dsn: str, entity: str | None = None) -> list[dict[str, Any]]:

@@ -1,5 +1,8 @@
 """PostgreSQL fixtures: one throwaway cluster per test session, a fresh database per test.
 
+Under pytest-xdist every worker is a session of its own, so each worker starts its own
+cluster, in its own data directory, on its own free port: workers share nothing.
+
 Loaded through `pytest_plugins` in tests/conftest.py. Works as root too: the cluster
 then runs as the `postgres` user (see devtools.devcluster).
 """
@@ -15,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from devtools.devcluster import Cluster
+from devtools.devcluster import Cluster, DevClusterError, free_port
 
 # PostgreSQL truncates identifiers beyond 63 bytes; keep room for the unique suffix.
 _NAME_PREFIX_LEN = 40
+# The free port is picked before initdb runs, and another worker's test may take it
+# meanwhile: then the start fails, and a new free port is tried.
+_START_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +35,14 @@ def pg_cluster() -> Iterator[Cluster]:
     datadir = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
     cluster = Cluster(datadir)
     try:
-        cluster.start()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                cluster.start()
+                break
+            except DevClusterError:
+                if attempt == _START_ATTEMPTS:
+                    raise
+                cluster = Cluster(datadir, port=free_port())
         yield cluster
     finally:
         try:

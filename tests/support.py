@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,33 @@ from syncd.db.schema import migrate
 from syncd.metrics import Metrics
 from syncd.sync.incremental import Engine, RunResult
 from syncd.sync.source import SourceClient
+
+# Starts a demo source with these DemoSource arguments: the `make_demo` fixture.
+MakeDemo = Callable[..., DemoSource]
+# A demo source without records: for tests that need only its configuration's shape.
+NO_RECORDS = {"task": 0, "inspection": 0, "user": 0, "entity": 0}
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str | Callable[[], str],
+    every: float = 0.05,
+) -> Any:
+    """Poll `condition` every `every` seconds until it returns something truthy, which
+    is returned; fail after `timeout` seconds.
+
+    `what` names the awaited event in the failure. A callable is called only then, so
+    that it can describe the state at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {described}")
+        time.sleep(every)
 
 
 def write_config(tmp_path: Path, data: dict[str, Any], name: str = "syncd.yaml") -> Path:

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from devtools.demo_config import demo_config
 from devtools.demo_source import DemoSource
 from devtools.devcluster import free_port
 from syncd import __version__
-from tests.support import query, versions_in_db, versions_in_source, write_config
+from tests.support import MakeDemo, query, versions_in_db, versions_in_source, write_config
 
 NOW = datetime.now(UTC)
 DATA_END = NOW - timedelta(hours=1)
@@ -47,13 +46,12 @@ def plain_lines(stderr: str) -> list[str]:
 
 
 @pytest.fixture
-def demo() -> Iterator[DemoSource]:
-    with DemoSource(
+def demo(make_demo: MakeDemo) -> DemoSource:
+    return make_demo(
         counts={"task": 250, "inspection": 0, "user": 40, "entity": 0},
         start=DATA_END - timedelta(days=10),
         end=DATA_END,
-    ) as source:
-        yield source
+    )
 
 
 def config_data(dsn: str, base_url: str) -> dict[str, Any]:

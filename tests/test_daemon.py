@@ -1,4 +1,4 @@
-"""`syncd run` as systemd runs it (CONTRACT §5–§9), on a real process.
+"""`syncd run` as systemd runs it (docs/operations.md), on a real process.
 
 Each test starts `python -m syncd -c FILE run` with a bound AF_UNIX datagram socket as
 NOTIFY_SOCKET, the demo source in this process, a throwaway PostgreSQL database and
@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,6 @@ from tests.daemon_support import (
     Daemons,
     child_env,
     daemon_config,
-    daemons,
     db_now,
     is_ready,
     ok_runs_since,
@@ -41,6 +39,7 @@ from tests.daemon_support import (
     wait_for,
 )
 from tests.support import (
+    MakeDemo,
     connection,
     missing_below_watermark,
     query,
@@ -54,7 +53,7 @@ SMALL = {"task": 300, "inspection": 200, "user": 40, "entity": 20}
 SPAN = timedelta(days=2)
 EVER = datetime.min.replace(tzinfo=UTC)
 
-# CONTRACT §8: (the sample to look for, whether it has an `entity` label).
+# The metrics of docs/operations.md: (the sample to look for, whether it has an `entity` label).
 FAMILIES = [
     ("syncd_sync_runs_total", True),
     ("syncd_records_fetched_total", True),
@@ -72,32 +71,17 @@ FAMILIES = [
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Daemons]:
-    with daemons(tmp_path) as registry:
-        yield registry
-
-
-MakeDemo = Callable[..., DemoSource]
-
-
-@pytest.fixture
-def make_demo() -> Iterator[MakeDemo]:
-    """Start demo sources (small data over the last two days); stopped at teardown."""
-    started: list[DemoSource] = []
+def make_demo(make_demo: MakeDemo) -> MakeDemo:
+    """conftest's make_demo, by default with small data over the last two days."""
 
     def make(**kwargs: Any) -> DemoSource:
         now = datetime.now(UTC)
         kwargs.setdefault("counts", SMALL)
         kwargs.setdefault("start", now - SPAN)
         kwargs.setdefault("end", now - timedelta(minutes=1))
-        demo = DemoSource(**kwargs).start()
-        started.append(demo)
-        return demo
+        return make_demo(**kwargs)
 
-    yield make
-    for demo in started:
-        demo.on_request = None
-        demo.stop()
+    return make
 
 
 @pytest.fixture

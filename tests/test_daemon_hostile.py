@@ -29,7 +29,6 @@ from tests.daemon_support import (
     Daemons,
     child_env,
     daemon_config,
-    daemons,
     db_now,
     is_ready,
     ok_runs_since,
@@ -37,27 +36,20 @@ from tests.daemon_support import (
     wait_for,
 )
 from tests.netgate import TcpGate, gate
-from tests.support import query, write_config
+from tests.support import MakeDemo, query, write_config
 from tests.test_hostile_config import alias_bomb
 
 SPAN = timedelta(days=1)
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Daemons]:
-    with daemons(tmp_path) as registry:
-        yield registry
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoSource]:
+def demo(make_demo: MakeDemo) -> DemoSource:
     now = datetime.now(UTC)
-    with DemoSource(
+    return make_demo(
         counts={"task": 200, "inspection": 50, "user": 20, "entity": 10},
         start=now - SPAN,
         end=now - timedelta(minutes=5),
-    ) as source:
-        yield source
+    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from devtools.demo_source import DemoSource, parse_timestamp
 from syncd.config.model import Config
 from tests.support import (
+    MakeDemo,
     demo_setup,
     execute,
     missing_below_watermark,
@@ -28,17 +28,13 @@ END = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def demo() -> Iterator[DemoSource]:
-    source = DemoSource(
+def demo(make_demo: MakeDemo) -> DemoSource:
+    return make_demo(
         counts={"task": 1200, "inspection": 300, "user": 50, "entity": 20},
         start=END - timedelta(days=30),
         end=END,
         clock=lambda: datetime.now(UTC),
-    ).start()
-    try:
-        yield source
-    finally:
-        source.stop()
+    )
 
 
 def assert_converges(config: Config, pg_dsn: str, demo: DemoSource) -> None:

@@ -25,6 +25,7 @@ from syncd.metrics import Metrics
 from syncd.sync.incremental import Engine
 from syncd.sync.source import SourceClient
 from tests.support import (
+    MakeDemo,
     connection,
     demo_setup,
     execute,
@@ -47,19 +48,21 @@ RIGHT_KEY = "right-key-4f9c2a"
 WRONG_KEY = "wrong-key-s3cr3t-77"
 
 
+DEMO_DATA: dict[str, Any] = {
+    "counts": {"task": TASKS, "inspection": 0, "user": 0, "entity": 0},
+    "start": DATA_START,
+    "end": DATA_END,
+}
+
+
 def new_demo(**kwargs: Any) -> DemoSource:
-    return DemoSource(
-        counts={"task": TASKS, "inspection": 0, "user": 0, "entity": 0},
-        start=DATA_START,
-        end=DATA_END,
-        **kwargs,
-    )
+    """The demo source of `demo`, not started, with other DemoSource arguments."""
+    return DemoSource(**DEMO_DATA, **kwargs)
 
 
 @pytest.fixture
-def demo() -> Iterator[DemoSource]:
-    with new_demo() as source:
-        yield source
+def demo(make_demo: MakeDemo) -> DemoSource:
+    return make_demo(**DEMO_DATA)
 
 
 def tune(

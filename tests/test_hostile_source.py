@@ -8,7 +8,6 @@ import gzip
 import json
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from devtools.demo_source import DemoSource
 from devtools.devcluster import free_port
 from syncd.config.model import Config
-from tests.daemon_support import WAIT, Daemons, daemon_config, daemons, runs, wait_for
+from tests.daemon_support import WAIT, Daemons, daemon_config, runs, wait_for
 from tests.hostile_source import HostileSource, Reply, first_page_only, hostile_source
 from tests.support import demo_setup, sync_once, watermark, write_config
 
@@ -27,12 +26,6 @@ MODIFIED = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ
 
 def tasks(first: int, count: int) -> list[dict[str, Any]]:
     return [{"TaskId": i, "ModifiedOn": MODIFIED} for i in range(first, first + count)]
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoSource]:  # only for the configuration's shape
-    with DemoSource(counts={"task": 0, "inspection": 0, "user": 0, "entity": 0}) as source:
-        yield source
 
 
 def setup(
@@ -165,12 +158,6 @@ def test_a_page_whose_records_are_nested_100000_deep_is_one_reject_per_record(
 
 
 # --- a stop never waits for a source -----------------------------------------------------------
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Daemons]:
-    with daemons(tmp_path) as registry:
-        yield registry
 
 
 @pytest.mark.parametrize("how", ["trickle", "stall"])

@@ -7,7 +7,6 @@ import functools
 import http.client
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
 from syncd.service.ingest_routes import ingest_routes
 from syncd.sync.incremental import RunResult
-from tests.support import connection, execute, query, sync_once, write_config
+from tests.support import connection, execute, query, sync_once, wait_for, write_config
 
 KEY = "ingest-test-key"
 WAIT = 10.0  # the longest any request or wait in these tests may take
@@ -145,13 +144,6 @@ def runs(dsn: str) -> list[tuple[Any, ...]]:
         "SELECT id, kind, status, window_from, window_to, rows_fetched, rows_written, "
         "rows_rejected, error FROM sync_time ORDER BY id",
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def ingest_waits_on_a_lock(dsn: str) -> bool:
@@ -366,7 +358,9 @@ def test_all_connections_busy_is_503_and_that_push_writes_nothing(start: Start) 
             "SELECT 1 FROM task_details WHERE task_id = %s FOR UPDATE", (records[0]["TaskId"],)
         )
         first = in_thread(lambda: pushd.post("/v1/ingest/task", update))
-        wait_for(lambda: ingest_waits_on_a_lock(pushd.dsn), "the first push to hold the connection")
+        wait_for(
+            lambda: ingest_waits_on_a_lock(pushd.dsn), WAIT, "the first push to hold the connection"
+        )
 
         assert pushd.post("/v1/ingest/task", update) == (503, {"error": "busy, retry"})
         blocker.rollback()
@@ -391,7 +385,7 @@ def test_a_deadlock_is_retried_and_the_push_lands(start: Start) -> None:
         cur.execute("SET statement_timeout = '10s'")
         cur.execute(lock, (high,))
         push = in_thread(lambda: pushd.post("/v1/ingest/task", update))
-        wait_for(lambda: ingest_waits_on_a_lock(pushd.dsn), "the push to lock the low key")
+        wait_for(lambda: ingest_waits_on_a_lock(pushd.dsn), WAIT, "the push to lock the low key")
         cur.execute(lock, (low,))  # a cycle: PostgreSQL aborts the push after deadlock_timeout
         other.commit()
         status, body = push()

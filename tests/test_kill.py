@@ -1,12 +1,12 @@
 """A real `syncd sync` process SIGKILLed at random points never loses a record.
 
-CONTRACT §4: the watermark moves only with the data of its window, so a crash at any
-instant leaves everything below the watermark stored, and the next run closes the
-dead run's `sync_time` row as interrupted and carries on."""
+The watermark moves only with the data of its window ("Windows and the watermark" in
+docs/configuration.md), so a crash at any instant leaves everything below the
+watermark stored, and the next run closes the dead run's `sync_time` row as
+interrupted and carries on."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,15 +14,16 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from devtools.demo_config import demo_config
 from devtools.demo_source import DemoSource
+from tests.daemon_support import child_env, syncd_sessions
 from tests.support import (
     missing_below_watermark,
     query,
     versions_in_db,
     versions_in_source,
+    wait_for,
     watermark,
     write_config,
 )
@@ -36,28 +37,6 @@ def syncd_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "syncd", "-c", str(config), "sync", "task"]
 
 
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"}
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.01)
-
-
-def syncd_sessions(dsn: str) -> int:
-    """Server sessions of syncd processes on this database (a dead client's backend
-    lingers until the server notices; until then it may still hold the entity lock)."""
-    [(count,)] = query(
-        dsn,
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = 'syncd'",
-    )
-    return int(count)
-
-
 def sync_then_kill(config: Path, demo: DemoSource, wanted: int, extra: float, log: Path) -> bool:
     """Start `syncd sync task`, SIGKILL it `extra` seconds after it has made `wanted`
     requests. True if it was still running when killed (not finished on its own)."""
@@ -69,6 +48,7 @@ def sync_then_kill(config: Path, demo: DemoSource, wanted: int, extra: float, lo
                 lambda: proc.poll() is not None or demo.request_count("task") - before >= wanted,
                 timeout=20,
                 what=f"{wanted} requests from syncd",
+                every=0.01,  # the kill lands near the chosen page
             )
             time.sleep(extra)
             return proc.poll() is None

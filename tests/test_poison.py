@@ -8,13 +8,10 @@ froze and the clean records beside it were never stored."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from devtools.demo_source import DemoSource
 from devtools.devcluster import free_port
@@ -22,7 +19,6 @@ from tests.daemon_support import (
     WAIT,
     Daemons,
     daemon_config,
-    daemons,
     ok_runs_since,
     wait_for,
 )
@@ -77,18 +73,6 @@ def page() -> bytes:
 
 def expected(outcome: str) -> int:
     return sum(1 for _, fate in POISON.values() if fate == outcome)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Daemons]:
-    with daemons(tmp_path) as registry:
-        yield registry
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoSource]:  # only for the configuration's shape
-    with DemoSource(counts={"task": 0, "inspection": 0, "user": 0, "entity": 0}) as source:
-        yield source
 
 
 def config(dsn: str, demo: DemoSource, url: str, tmp_path: Path) -> tuple[Path, int]:

@@ -35,7 +35,7 @@ from syncd.metrics import Metrics
 from syncd.sync.chunks import Chunk
 from syncd.sync.preload import Preloader
 from syncd.sync.runner import RunResult
-from tests.daemon_support import child_env, wait_for
+from tests.daemon_support import child_env, syncd_sessions, wait_for
 from tests.support import connection, query, versions_in_db, versions_in_source, write_config
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -157,17 +157,6 @@ def missing_before(dsn: str, demo: DemoSource, moment: datetime | None) -> dict[
         for key, modified in versions_in_source(demo, "task").items()
         if modified < moment and stored.get(key) != modified
     }
-
-
-def syncd_sessions(dsn: str) -> int:
-    """Server sessions of syncd processes (a killed client's backend lingers a moment,
-    still holding the preload lock)."""
-    [(count,)] = query(
-        dsn,
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = 'syncd'",
-    )
-    return int(count)
 
 
 def utc_param(text: str) -> datetime:

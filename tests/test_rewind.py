@@ -7,7 +7,6 @@ import contextlib
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,20 +16,19 @@ from devtools.demo_source import DemoSource
 from syncd.db.schema import migrate
 from syncd.sync.incremental import RunResult
 from tests.daemon_support import child_env
-from tests.support import connection, demo_setup, make_engine, sync_once, watermark
+from tests.support import MakeDemo, connection, demo_setup, make_engine, sync_once, watermark
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REWIND_TO = (NOW - timedelta(days=2)).replace(minute=0, second=0)
 
 
 @pytest.fixture
-def demo() -> Iterator[DemoSource]:
-    with DemoSource(
+def demo(make_demo: MakeDemo) -> DemoSource:
+    return make_demo(
         counts={"task": 200, "inspection": 0, "user": 0, "entity": 0},
         start=NOW - timedelta(days=5),
         end=NOW - timedelta(hours=1),
-    ) as source:
-        yield source
+    )
 
 
 def rewind(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""Two `syncd run` processes on one database (CONTRACT §9 "Several instances").
+"""Two `syncd run` processes on one database ("Several instances" in docs/operations.md).
 
 An entity's run holds a PostgreSQL advisory lock: the instances never sync the same
 entity at once, the one that finds the lock taken skips (and counts it), and when one
