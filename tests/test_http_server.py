@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from syncd.config.model import Http, Secret
+from syncd.http import server as server_module
 from syncd.http.body import TooLarge, read_chunked
 from syncd.http.routes import check_key, match
 from syncd.http.server import Limits, PostHandler, ServerHandle, Unavailable, serve
@@ -745,3 +747,25 @@ def test_a_malformed_chunked_body_says_what_is_wrong(data: bytes, message: str) 
 def test_a_chunked_body_past_max_body_is_refused_before_it_is_read() -> None:
     with pytest.raises(TooLarge):
         _chunked(b"400\r\n", max_body=1023)  # the chunk's data never arrives
+
+
+def test_an_error_inside_the_event_loop_is_a_json_log_event_not_stderr_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """asyncio prints callback errors to stderr as text unless the loop has a handler;
+    a journal of JSON lines must not get one such line when a connection is cancelled."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_exception_handler(server_module._log_loop_error)
+
+        def broken() -> None:
+            raise RuntimeError("callback failed")
+
+        with structlog.testing.capture_logs() as logged:
+            loop.call_soon(broken)
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert [e["event"] for e in logged] == ["http.loop_error"]
+    assert "callback failed" in logged[0]["error"]
+    assert capsys.readouterr().err == ""

@@ -148,6 +148,7 @@ class _Server:
         self.limits = limits
         self._sock = sock
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_log_loop_error)
         self._connections: dict[asyncio.StreamWriter, _Connection] = {}
         self._reads = limits.pool("http-read")
         self._writes = limits.pool("http-write")
@@ -306,3 +307,15 @@ async def _linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) ->
         async with asyncio.timeout(LINGER):
             while await reader.read(65536):
                 pass
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """What asyncio would print to stderr as plain text (an error in a callback, such as
+    a connection cancelled while stopping: CPython gh-113538), logged as one JSON event
+    like every other line syncd writes."""
+    exc = context.get("exception")
+    log.warning(
+        "http.loop_error",
+        message=str(context.get("message", "")),
+        error=repr(exc) if exc is not None else None,
+    )
