@@ -28,14 +28,25 @@ pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "syncd"
 NOT_SHIPPED = ("devtools", "bench", "tests")
-# Rank of each subpackage; "" is the root modules. Equal ranks may not import each other.
-LAYERS = {"": 0, "config": 1, "db": 2, "sync": 3, "http": 4, "ingest": 4, "service": 5, "cli": 6}
+# Rank of each subpackage; "" is the root modules (errors, runs, metrics, logs), which
+# import no subpackage. Equal ranks may not import each other.
+LAYERS = {
+    "": 0,
+    "columns": 1,
+    "config": 2,
+    "db": 3,
+    "sync": 4,
+    "http": 5,
+    "ingest": 5,
+    "service": 6,
+    "cli": 7,
+}
 # `python -m syncd` starts the command line: the one root module above every layer.
 ENTRY_POINT = "syncd.__main__"
 # Breaches there were when these tests were written, each removed on a branch of the
 # same restructuring (ingest's HTTP side moving to syncd.service; cli.common): delete an
 # entry once its fix is merged. A fixed entry only warns, whatever the merge order.
-KNOWN_BREACHES = {"syncd.ingest.ingestor imports syncd.http.server"}
+KNOWN_BREACHES: set[str] = set()
 KNOWN_CYCLES = {"syncd.cli.main", "syncd.cli.preload"}
 # Left out of the copy the wheel is built from: none of it belongs in a wheel, and a
 # stale build/ would otherwise be packed as it is.
