@@ -51,6 +51,7 @@ from syncd.db.store import EntityStore
 from syncd.errors import SyncdError
 from syncd.http.server import PostHandler
 from syncd.metrics import Metrics
+from syncd.runs import RunKind
 from syncd.sync import jsonrecords
 from syncd.sync.jsonrecords import records_in
 from syncd.sync.records import RowBuilder
@@ -242,7 +243,7 @@ class Ingestor:
                     if self.migration is not None:
                         self.migration.ensure(conn, entity.name)
                     if run.id is None:
-                        run.id = self.log.start_run(conn, entity.name, "ingest", None, None)
+                        run.id = self.log.start_run(conn, entity.name, RunKind.INGEST, None, None)
                         structlog.contextvars.bind_contextvars(run_id=run.id)
                     return self._transaction(conn, entity, prepared, run.id)
                 except psycopg2.Error as exc:

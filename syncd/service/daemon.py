@@ -53,7 +53,7 @@ from syncd.service.scheduler import Scheduler
 from syncd.service.status import entity_status
 from syncd.service.systemd import Notifier
 from syncd.sync.incremental import Engine, RunResult
-from syncd.sync.preload import Preloader, describe
+from syncd.sync.preload import Preloader, preload_status
 
 log = structlog.get_logger("syncd.service.daemon")
 
@@ -291,7 +291,7 @@ class Daemon:
                     self.metrics.last_success.labels(entity=name).set(when.timestamp())
             with conn.cursor() as cur:
                 for name, entity in config.entities.items():
-                    ratio = describe(entity, *synclog.preload_state(cur, name))["ratio"]
+                    ratio = preload_status(entity, *synclog.preload_state(cur, name))["ratio"]
                     self.metrics.preload_progress.labels(entity=name).set(ratio)
             conn.rollback()
         finally:
@@ -355,7 +355,7 @@ class Daemon:
             result = engine.sync_entity(name)
         except BaseException as exc:  # the engine records its own failures; this is a bug
             log.exception("daemon.job_crashed", entity=name)
-            result = RunResult(name, "failed", error=f"internal error: {exc}")
+            result = RunResult(name, error=f"internal error: {exc}")
         self.events.put(("done", result))
 
     def _job_done(self, result: RunResult) -> None:

@@ -9,7 +9,8 @@ from psycopg2 import sql
 
 from syncd.config.model import Config
 from syncd.db.connection import Connection
-from syncd.sync.preload import describe
+from syncd.sync.preload import preload_status
+from syncd.sync.spans import iso as _iso
 
 _QUERY = """
 SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
@@ -27,10 +28,6 @@ SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
          WHERE t.entity = e.entity AND t.status = 'ok' AND t.kind = 'incremental'
          ORDER BY t.finished_at DESC LIMIT 1) ok ON true
 """
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[str, Any]]:
@@ -79,7 +76,9 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                     "last_rows_written": written,
                     "last_rows_rejected": rejected,
                     "last_error": error,
-                    "preload": describe(config.entities[name], preload_end, done_to, done_from),
+                    "preload": preload_status(
+                        config.entities[name], preload_end, done_to, done_from
+                    ),
                 }
             )
     conn.rollback()
