@@ -1,8 +1,9 @@
 """A real `syncd sync` process SIGKILLed at random points never loses a record.
 
-CONTRACT §4: the watermark moves only with the data of its window, so a crash at any
-instant leaves everything below the watermark stored, and the next run closes the
-dead run's `sync_time` row as interrupted and carries on."""
+The watermark moves only with the data of its window (docs/configuration.md, "Windows
+and the watermark"), so a crash at any instant leaves everything below the watermark
+stored, and the next run closes the dead run's `sync_time` row as interrupted and
+carries on."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Preload end to end: calendar chunks of `[preload.from, E)` from the demo source over
 real HTTP into a real PostgreSQL, with real `syncd preload` processes where one is
-killed (CONTRACT §3 preload, §9 "Preload range", "Timestamps in config").
+killed (docs/operations.md, "Preload (history backfill)"; docs/configuration.md).
 
 A process is killed *mid-paging* through `Gate`, a demo `on_request` hook that holds
 one chosen page request until released: the process is then waiting for that page
@@ -756,8 +756,14 @@ def test_progress_ratio_moves_from_0_to_1_across_a_stop_and_a_resume(
     worker, metrics = preloader(config)
     assert progress_ratio(metrics) == 0.0
     seen = []
-    rest = worker.preload_entity("task", on_chunk=lambda c, r: seen.append(progress_ratio(metrics)))
+    pages: list[int] = []
+    rest = worker.preload_entity(
+        "task",
+        on_chunk=lambda c, r: seen.append(progress_ratio(metrics)),
+        on_page=pages.append,
+    )
     assert rest.status == "ok", rest.error
+    assert sum(pages) == rest.fetched > 0  # told of each page as it commits
     assert seen == [k / total for k in range(3, total + 1)]
     assert progress_ratio(metrics) == 1.0
 

@@ -1,4 +1,4 @@
-"""The `syncd` command line (the commands are described in docs/operations.md).
+"""The `syncd` command line (its commands: README.md; running it: docs/operations.md).
 
 Exit status: 0 success, 1 a sync run failed, 2 usage or configuration error.
 Errors reach stderr as one readable line each; a traceback only with `--debug`.

@@ -196,7 +196,7 @@ class SyncLog:
         self, cur: Cursor, entity: str, now: datetime, started_at: datetime | None = None
     ) -> datetime:
         """The end E of the entity's preload range, pinned the first time it is asked
-        for and never moved (docs/operations.md, preload); returns E.
+        for and never moved (docs/operations.md, "Preload (history backfill)"); returns E.
 
         An entity with no state yet gets E = `now` (formatted like a toTime), and its
         incremental sync starts there too. One that synced before its preload was

@@ -1,5 +1,5 @@
 """Preload: backfill an entity's history in calendar chunks (docs/operations.md,
-preload; docs/configuration.md, `preload`).
+"Preload (history backfill)").
 
 The configured preload covers `[preload.from, E)`, where E is pinned the first time
 the entity starts (and where its incremental sync starts), in chunks cut at

@@ -1,7 +1,7 @@
 """When to try a source request again, and how long to wait first: a value object,
 pure (no clock, no randomness, no I/O), so every decision is unit-tested.
 
-The rules (docs/configuration.md, `source.retries`): `attempts` counts every try,
+The rules (docs/configuration.md, `source`: `retries.*`): `attempts` counts every try,
 the first included. 401/403 are never retried (the key is wrong; retrying only
 hammers the source), nor are other 4xx but 408 and 429 (the request itself is
 wrong: a bad URL or parameter name). 429 waits what `Retry-After` asks, capped at
