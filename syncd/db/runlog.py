@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
@@ -38,6 +39,19 @@ class SyncLog:
     def _sql(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(schema=self.schema)
 
+    def _end_runs(self, cur: Cursor, error: str | None, where: str, params: tuple[Any, ...]) -> int:
+        """End the `sync_time` rows `where` selects: `ok` without `error`, else `failed`
+        with it, finished now. Returns how many rows that was. `where` is always a
+        constant of this class (values go in `params`), never input."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
+                f"WHERE {where}"
+            ),
+            (final_status(error), storable_error(error), *params),
+        )
+        return int(cur.rowcount)
+
     # -- sync_time ----------------------------------------------------------------
 
     def close_interrupted(
@@ -54,21 +68,13 @@ class SyncLog:
         were marked interrupted."""
         with conn.cursor() as cur:
             for run_id, error in (known or {}).items():
-                cur.execute(
-                    self._sql(
-                        "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
-                        "error = %s WHERE id = %s AND status = %s"
-                    ),
-                    (final_status(error), storable_error(error), run_id, RunStatus.RUNNING),
-                )
-            cur.execute(
-                self._sql(
-                    "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
-                    "error = %s WHERE entity = %s AND status = %s AND kind = %s"
-                ),
-                (RunStatus.FAILED, INTERRUPTED, entity, RunStatus.RUNNING, kind),
+                self._end_runs(cur, error, "id = %s AND status = %s", (run_id, RunStatus.RUNNING))
+            count = self._end_runs(
+                cur,
+                INTERRUPTED,
+                "entity = %s AND status = %s AND kind = %s",
+                (entity, RunStatus.RUNNING, kind),
             )
-            count = cur.rowcount
         conn.commit()
         return count
 
@@ -85,13 +91,7 @@ class SyncLog:
             )
             dead = [run_id for run_id, pid in cur.fetchall() if not _process_alive(pid)]
             if dead:
-                cur.execute(
-                    self._sql(
-                        "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
-                        "error = %s WHERE id = ANY(%s)"
-                    ),
-                    (RunStatus.FAILED, INTERRUPTED, dead),
-                )
+                self._end_runs(cur, INTERRUPTED, "id = ANY(%s)", (dead,))
         conn.commit()
         return len(dead)
 
@@ -139,23 +139,12 @@ class SyncLog:
 
     def mark_ok(self, cur: Cursor, run_id: int) -> None:
         """The run is done, inside the transaction that commits its last data."""
-        cur.execute(
-            self._sql(
-                "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = NULL "
-                "WHERE id = %s"
-            ),
-            (RunStatus.OK, run_id),
-        )
+        self._end_runs(cur, None, "id = %s", (run_id,))
 
     def finish_run(self, conn: Connection, run_id: int, error: str | None) -> None:
+        """Record the run's end (`error` None: it succeeded); commits."""
         with conn.cursor() as cur:
-            cur.execute(
-                self._sql(
-                    "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
-                    "WHERE id = %s"
-                ),
-                (final_status(error), storable_error(error), run_id),
-            )
+            self._end_runs(cur, error, "id = %s", (run_id,))
         conn.commit()
 
     # -- sync_state ---------------------------------------------------------------

@@ -13,11 +13,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Unpack
 
 import psycopg2
 import structlog
@@ -26,16 +25,14 @@ from psycopg2.extensions import cursor as Cursor
 from syncd.config.model import Config, Entity
 from syncd.db.connection import Connection, connect, describe_db_error
 from syncd.db.locks import incremental_lock
-from syncd.db.schema import PendingMigration
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
 from syncd.runs import RunKind
 from syncd.sync.locking import LockedSession
 from syncd.sync.pieces import OnCommit
-from syncd.sync.recording import Unrecorded, errors_into
+from syncd.sync.recording import errors_into
 from syncd.sync.results import RunOutcome, RunResult
-from syncd.sync.runner import RunParts, utc_now
-from syncd.sync.source import SourceClient
+from syncd.sync.runner import RunOptions, RunParts
 from syncd.sync.spans import Span, iso
 from syncd.sync.windows import SourceTime, plan_pieces
 
@@ -47,36 +44,16 @@ log = structlog.get_logger("syncd.sync.incremental")
 class Engine:
     """Runs incremental syncs."""
 
-    def __init__(
-        self,
-        config: Config,
-        metrics: Metrics,
-        *,
-        client: SourceClient | None = None,
-        now: Callable[[], datetime] = utc_now,
-        sleep: Callable[[float], None] = time.sleep,
-        stop: threading.Event | None = None,
-        migration: PendingMigration | None = None,
-        unrecorded: Unrecorded | None = None,
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, **options: Unpack[RunOptions]) -> None:
         self.config = config
         self.metrics = metrics
-        self.migration = migration
-        self.parts = RunParts.build(
-            config,
-            metrics,
-            connect=lambda: self.connect(),  # late: tests and the benchmark replace it
-            client=client,
-            now=now,
-            sleep=sleep,
-            stop=stop,
-            migration=migration,
-            unrecorded=unrecorded,
-        )
-        # What the daemon hands on to its preloader and to the engine of a reload.
+        # `connect` is looked up at each use: tests and the benchmark replace it.
+        self.parts = RunParts.build(config, metrics, connect=lambda: self.connect(), **options)
+        # What the daemon hands on to its preloader, and to the engine of a reload.
         self.client = self.parts.client
+        self.migration = self.parts.migration
         self.unrecorded = self.parts.recorder.unrecorded
-        self.runs = self.parts.runs
+        self.runs = self.parts.runs  # syncd's tables
 
     def connect(self) -> Connection:
         return connect(self.config.database)

@@ -20,12 +20,11 @@ configured preload's work.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg2
 import structlog
@@ -34,17 +33,15 @@ from psycopg2.extensions import cursor as Cursor
 from syncd.config.model import CalendarStep, Config, Entity
 from syncd.db.connection import Connection, connect, describe_db_error
 from syncd.db.locks import preload_lock
-from syncd.db.schema import PendingMigration
 from syncd.errors import SyncdError, UsageError
 from syncd.metrics import Metrics
 from syncd.runs import RunKind
 from syncd.sync.chunks import chunks_done, plan_chunks
 from syncd.sync.locking import LockedSession
 from syncd.sync.pieces import OnCommit, OnPage
-from syncd.sync.recording import Unrecorded, errors_into
+from syncd.sync.recording import errors_into
 from syncd.sync.results import RunOutcome, RunResult
-from syncd.sync.runner import RunParts, utc_now
-from syncd.sync.source import SourceClient
+from syncd.sync.runner import RunOptions, RunParts
 from syncd.sync.spans import Span
 from syncd.sync.windows import SourceTime
 
@@ -148,32 +145,12 @@ def preload_status(
 class Preloader:
     """Runs preloads. One chunk at a time; stops between pages when told to."""
 
-    def __init__(
-        self,
-        config: Config,
-        metrics: Metrics,
-        *,
-        client: SourceClient | None = None,
-        now: Callable[[], datetime] = utc_now,
-        sleep: Callable[[float], None] = time.sleep,
-        stop: threading.Event | None = None,
-        migration: PendingMigration | None = None,
-        unrecorded: Unrecorded | None = None,
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, **options: Unpack[RunOptions]) -> None:
         self.config = config
         self.metrics = metrics
-        self.parts = RunParts.build(
-            config,
-            metrics,
-            connect=lambda: self.connect(),  # late: tests replace it
-            client=client,
-            now=now,
-            sleep=sleep,
-            stop=stop,
-            migration=migration,
-            unrecorded=unrecorded,
-        )
-        self.runs = self.parts.runs
+        # `connect` is looked up at each use: tests replace it.
+        self.parts = RunParts.build(config, metrics, connect=lambda: self.connect(), **options)
+        self.runs = self.parts.runs  # syncd's tables
 
     def connect(self) -> Connection:
         return connect(self.config.database)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from syncd.config.model import Config, Entity
 from syncd.db.connection import Connection
@@ -36,6 +37,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class RunOptions(TypedDict, total=False):
+    """The optional constructor arguments of `Engine` and `Preloader` (all go to
+    `RunParts.build`): what tests replace, and what the daemon shares between them."""
+
+    client: SourceClient | None
+    now: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    stop: threading.Event | None
+    migration: PendingMigration | None
+    unrecorded: Unrecorded | None
+
+
 @dataclass
 class RunParts:
     """What a runner needs; side effects (the clock, sleeping, the source, the
@@ -50,6 +63,7 @@ class RunParts:
     pieces: PieceWriter
     now: Callable[[], datetime]
     stop: threading.Event
+    migration: PendingMigration | None
 
     @classmethod
     def build(
@@ -82,6 +96,7 @@ class RunParts:
             pieces=PieceWriter(config, metrics, client, runs, locks, sleep=sleep, stop=stop),
             now=now,
             stop=stop,
+            migration=migration,
         )
 
     def source_time(self, entity: Entity) -> SourceTime:
