@@ -42,7 +42,7 @@ from syncd.sync.pieces import OnCommit, OnPage
 from syncd.sync.recording import errors_into
 from syncd.sync.results import RunOutcome, RunResult
 from syncd.sync.runner import RunOptions, RunParts
-from syncd.sync.spans import Span
+from syncd.sync.spans import Span, iso
 from syncd.sync.windows import SourceTime
 
 log = structlog.get_logger("syncd.sync.preload")
@@ -132,9 +132,9 @@ def preload_status(
     enabled = entity.preload.enabled
     return {
         "enabled": enabled,
-        "from": entity.preload.from_.isoformat() if enabled and entity.preload.from_ else None,
-        "end": end.isoformat() if enabled and end else None,
-        "done_to": done_to.isoformat() if enabled and done_to else None,
+        "from": iso(entity.preload.from_) if enabled else None,
+        "end": iso(end) if enabled else None,
+        "done_to": iso(done_to) if enabled else None,
         "chunk": str(entity.preload.chunk) if enabled else None,
         "chunks_done": plan.done if plan else 0,
         "chunks_total": len(plan.chunks) if plan else 0,
@@ -171,8 +171,9 @@ class Preloader:
             )
             done_to = self.runs.begin_preload(cur, entity.name, start)
         conn.commit()
-        chunks = plan_for(entity, start, end, preload.chunk, done_to)
-        return PreloadPlan(entity.name, chunks, chunks_done(chunks, done_to), end)
+        plan = progress_of(entity, end, done_to)
+        assert plan is not None  # enabled, with a `from`, and E pinned
+        return plan
 
     def progress(self, conn: Connection, entity: Entity) -> PreloadPlan | None:
         """Where the configured preload stands, changing nothing."""
