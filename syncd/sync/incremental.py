@@ -94,7 +94,7 @@ class Engine:
     def _run(self, session: LockedSession, entity: Entity, result: RunResult) -> None:
         """The run proper, lock held."""
         parts = self.parts
-        source_time = parts.source_time(entity)
+        source_time = SourceTime.of(entity)
         try:
             interrupted = parts.recorder.close_interrupted(
                 session.conn, entity.name, RunKind.INCREMENTAL

@@ -131,7 +131,7 @@ class PieceWriter:
         on_page: OnPage | None,
     ) -> bool:
         conn = session.conn
-        source_time = SourceTime(entity.source.time_format, entity.source.timezone)
+        source_time = SourceTime.of(entity)
         from_text, to_text = source_time.format(span.start), source_time.format(span.end)
         reader = WindowReader(
             lambda offset, limit: self.client.fetch_page(entity, from_text, to_text, offset, limit),

@@ -113,7 +113,7 @@ def progress_of(
     preload = entity.preload
     if not preload.enabled or preload.from_ is None or end is None:
         return None
-    source_time = SourceTime(entity.source.time_format, entity.source.timezone)
+    source_time = SourceTime.of(entity)
     start = source_time.truncate(preload.from_)
     if done_from is not None and start < done_from:
         done_to = None  # `from` moved earlier: the next run starts over from it
@@ -163,7 +163,7 @@ class Preloader:
                 f"entities.{entity.name}.preload is not enabled; give --from to "
                 "preload a range by hand"
             )
-        source_time = self.parts.source_time(entity)
+        source_time = SourceTime.of(entity)
         start = source_time.truncate(preload.from_)
         with conn.cursor() as cur:
             end = self.runs.pin_preload_end(
@@ -242,7 +242,7 @@ class Preloader:
     def _range_plan(
         self, conn: Connection, entity: Entity, start: datetime, end: datetime | None
     ) -> PreloadPlan:
-        source_time = self.parts.source_time(entity)
+        source_time = SourceTime.of(entity)
         if end is None:
             with conn.cursor() as cur:
                 pinned, _, _ = self.runs.preload_state(cur, entity.name)

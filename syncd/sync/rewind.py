@@ -38,7 +38,7 @@ def rewind(
     forward skips every record in between, so that takes `forward=True`; a watermark
     in the future is never set."""
     entity = config.entities[name]
-    target = SourceTime(entity.source.time_format, entity.source.timezone).truncate(to)
+    target = SourceTime.of(entity).truncate(to)
     if target > now():
         raise UsageError(f"--to {target.isoformat()} is in the future")
     runs = SyncLog(config.database.schema)

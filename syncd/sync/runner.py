@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from syncd.config.model import Config, Entity
+from syncd.config.model import Config
 from syncd.db.connection import Connection
 from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration
@@ -30,7 +30,6 @@ from syncd.sync.locking import RunLocks
 from syncd.sync.pieces import PieceWriter
 from syncd.sync.recording import RunRecorder, Unrecorded
 from syncd.sync.source import SourceClient
-from syncd.sync.windows import SourceTime
 
 
 def utc_now() -> datetime:
@@ -98,6 +97,3 @@ class RunParts:
             stop=stop,
             migration=migration,
         )
-
-    def source_time(self, entity: Entity) -> SourceTime:
-        return SourceTime(entity.source.time_format, entity.source.timezone)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from syncd.config.model import Window
+from syncd.config.model import Entity, Window
 from syncd.sync.spans import Span
 
 
@@ -21,6 +21,11 @@ class SourceTime:
 
     fmt: str
     tz: ZoneInfo
+
+    @classmethod
+    def of(cls, entity: Entity) -> SourceTime:
+        """How `entity`'s source is sent times (`source.time_format`, `source.timezone`)."""
+        return cls(entity.source.time_format, entity.source.timezone)
 
     def format(self, moment: datetime) -> str:
         return moment.astimezone(self.tz).strftime(self.fmt)
