@@ -48,4 +48,5 @@ class PagingError(SourceError):
 
 
 class LockBusy(SyncdError):
-    """Another syncd instance holds this entity's advisory lock; the run is skipped."""
+    """A run still holds the entity's lock after waiting for it as long as allowed
+    (`syncd rewind --wait`): try again later."""

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncd.config.model import CalendarStep
-from syncd.sync.chunks import Chunk, chunks_done, plan_chunks
+from syncd.sync.chunks import chunks_done, plan_chunks
+from syncd.sync.spans import Span
 from syncd.sync.windows import SourceTime
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -30,13 +31,13 @@ def local(text: str, tz: ZoneInfo = UTC_ZONE) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=tz)
 
 
-def edges(chunks: list[Chunk], tz: ZoneInfo = UTC_ZONE) -> list[str]:
+def edges(chunks: list[Span], tz: ZoneInfo = UTC_ZONE) -> list[str]:
     """Every chunk edge as local wall time with its offset, first start to last end."""
     points = [c.start for c in chunks] + [chunks[-1].end]
     return [p.astimezone(tz).isoformat(sep=" ") for p in points]
 
 
-def lengths(chunks: list[Chunk]) -> list[timedelta]:
+def lengths(chunks: list[Span]) -> list[timedelta]:
     return [c.end - c.start for c in chunks]
 
 
@@ -65,7 +66,7 @@ def test_a_start_and_end_mid_period_make_partial_first_and_last_chunks() -> None
 
 def test_a_range_inside_one_period_is_one_chunk() -> None:
     start, end = local("2024-05-03 10:00:00"), local("2024-05-20 10:00:00")
-    assert plan_chunks(start, end, MONTH, UTC_ZONE) == [Chunk(start, end)]
+    assert plan_chunks(start, end, MONTH, UTC_ZONE) == [Span(start, end)]
 
 
 def test_a_range_ending_on_a_boundary_has_no_empty_last_chunk() -> None:

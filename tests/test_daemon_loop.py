@@ -52,13 +52,13 @@ from syncd.service.events import (
 )
 from syncd.service.state import MAX_WAIT
 from syncd.sync.incremental import Engine, RunResult
-from syncd.sync.runner import Unrecorded
+from syncd.sync.recording import Unrecorded
+from syncd.sync.results import RunOutcome
 from syncd.sync.source import SourceClient
 from tests.daemon_support import NotifySocket
 
 WAIT = 10.0  # seconds: the longest the test waits for another thread to get somewhere
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
-SKIPPED = "skipped"
 Message = dict[str, str]
 
 
@@ -151,7 +151,7 @@ class Runs:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._in_run: set[str] = set()
-        self._outcomes: dict[str, str] = {}
+        self._outcomes: dict[str, RunOutcome] = {}
         self._closing = False  # from now on every run ends ok at once
         self.calls: list[tuple[str, frozenset[str]]] = []  # entity, the engine's entities
 
@@ -162,8 +162,8 @@ class Runs:
             self._cond.notify_all()
             self._cond.wait_for(lambda: name in self._outcomes or self._closing)
             self._in_run.discard(name)
-            status = self._outcomes.pop(name, RunStatus.OK)
-        return RunResult(name, status, error="it failed" if status == RunStatus.FAILED else None)
+            status = self._outcomes.pop(name, RunOutcome.OK)
+        return RunResult(name, status, error="it failed" if status == RunOutcome.FAILED else None)
 
     def wait_running(self, *names: str) -> None:
         with self._cond:
@@ -175,7 +175,7 @@ class Runs:
         with self._cond:
             return set(self._in_run)
 
-    def end(self, name: str, status: str) -> None:
+    def end(self, name: str, status: RunOutcome) -> None:
         self.wait_running(name)
         with self._cond:
             self._outcomes[name] = status
@@ -197,7 +197,7 @@ class FakeEngine(Engine):
 
     def sync_entity(self, name: str) -> RunResult:
         result = self._runs.run(self, name)
-        self.count_run(result)  # as Engine.sync_entity does: the metrics of the run
+        self.parts.recorder.count(result)  # as Engine.sync_entity does: the metrics of the run
         return result
 
 
@@ -333,7 +333,7 @@ class Harness:
         while self.clocks.mono < mono:
             self.inbox.tick()
 
-    def end(self, name: str, status: str) -> None:
+    def end(self, name: str, status: RunOutcome) -> None:
         """End `name`'s run with `status`, then let the loop take it in."""
 
         def finished(event: Event) -> bool:
@@ -436,18 +436,18 @@ def test_every_entity_runs_at_start_then_once_per_interval(make: Callable[..., H
     assert h.running() == {"task": 0.0, "user": 0.0}
     assert h.messages()[-1] == {"STATUS": "ready: 2 entities, 2 running"}
     h.runs.wait_running("task", "user")
-    h.end("task", RunStatus.OK)
-    h.end("user", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
+    h.end("user", RunOutcome.OK)
     assert h.running() == {}
     assert h.inbox.idle() == MAX_WAIT  # the loop ticks at least every MAX_WAIT seconds
     h.advance_to(55.0)
     assert h.running() == {}
     h.advance_to(60.0)
     assert h.running() == {"task": 60.0}
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     h.advance_to(90.0)
     assert h.running() == {"user": 90.0}
-    h.end("user", RunStatus.OK)
+    h.end("user", RunOutcome.OK)
     h.advance_to(120.0)
     assert h.running() == {"task": 120.0}
     h.runs.wait_running("task")
@@ -461,7 +461,7 @@ def test_the_watchdog_is_fed_from_the_loop_at_half_its_interval(
     h = make({"task": "60s"}, WATCHDOG_USEC="4000000")  # WATCHDOG=1 every 2 s
     started(h)
     h.runs.wait_running("task")
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     assert h.inbox.idle() == 2.0
     h.notify.collect(0.2)  # what came so far
     for _ in range(3):
@@ -474,12 +474,12 @@ def test_a_manual_run_starts_at_once_and_restarts_the_interval(
 ) -> None:
     h = make({"task": "60s"})
     started(h)
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     h.advance_to(30.0)
     assert h.app.trigger("task") is True
     assert h.app.trigger("nosuch") is False
     assert h.running() == {"task": 30.0}
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     h.advance_to(85.0)
     assert h.running() == {}
     h.advance_to(90.0)
@@ -508,11 +508,11 @@ def test_a_skipped_run_is_not_a_failure_and_is_counted_apart(
 ) -> None:
     h = make({"task": "60s", "user": "60s"})
     started(h)
-    h.end("task", SKIPPED)  # another instance holds the lock
-    h.end("user", RunStatus.OK)
+    h.end("task", RunOutcome.SKIPPED)  # another instance holds the lock
+    h.end("user", RunOutcome.OK)
     assert h.messages()[-1] == {"STATUS": "ready: 2 entities, 0 running"}
-    assert h.daemon.last_results["task"].status == SKIPPED
-    assert h.daemon.last_results["user"].status == RunStatus.OK
+    assert h.daemon.last_results["task"].status == RunOutcome.SKIPPED
+    assert h.daemon.last_results["user"].status == RunOutcome.OK
     assert h.sample("syncd_sync_skipped_total", entity="task") == 1
     assert h.sample("syncd_sync_skipped_total", entity="user") == 0
     incremental = RunKind.INCREMENTAL
@@ -528,12 +528,12 @@ def test_a_skipped_run_is_not_a_failure_and_is_counted_apart(
 def test_a_failed_run_shows_in_status_until_a_run_succeeds(make: Callable[..., Harness]) -> None:
     h = make({"task": "60s"})
     started(h)
-    h.end("task", RunStatus.FAILED)
+    h.end("task", RunOutcome.FAILED)
     assert h.messages()[-1] == {"STATUS": "ready: 1 entities, 0 running, failing: task"}
     failed = {"entity": "task", "kind": RunKind.INCREMENTAL, "status": RunStatus.FAILED}
     assert h.sample("syncd_sync_runs_total", **failed) == 1
     h.advance_to(60.0)
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     assert h.messages()[-1] == {"STATUS": "ready: 1 entities, 0 running"}
 
 
@@ -545,7 +545,7 @@ def test_a_reload_adds_and_drops_entities_without_cutting_a_running_one(
 ) -> None:
     h = make({"task": "60s", "user": "60s"})
     started(h)
-    h.end("user", RunStatus.OK)  # task keeps running through the reload
+    h.end("user", RunOutcome.OK)  # task keeps running through the reload
     h.messages()
     write_config(h.config, {"task": "60s", "inspection": "60s"})
     h.signal(signal.SIGHUP)
@@ -559,8 +559,8 @@ def test_a_reload_adds_and_drops_entities_without_cutting_a_running_one(
     assert h.sample("syncd_sync_skipped_total", entity="inspection") == 0
     # The running task was not cut: it ends when its engine (the old one) says so.
     assert "task" in h.runs.in_run()
-    h.end("task", RunStatus.OK)
-    h.end("inspection", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
+    h.end("inspection", RunOutcome.OK)
     h.advance_to(60.0)
     assert h.running() == {"task": 60.0, "inspection": 60.0}  # user: never again
     h.runs.wait_running("task", "inspection")
@@ -575,7 +575,7 @@ def test_a_reload_while_the_database_is_away_leaves_the_migration_to_the_runs(
 ) -> None:
     h = make({"task": "60s"})
     started(h)
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     h.messages()
     write_config(h.config, {"task": "60s", "user": "60s"})
     h.database.down = True
@@ -594,7 +594,7 @@ def test_a_reload_while_the_database_is_away_leaves_the_migration_to_the_runs(
 def test_a_refused_reload_keeps_the_old_configuration(make: Callable[..., Harness]) -> None:
     h = make({"task": "60s"})
     started(h)
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     h.messages()
     h.config.write_text("entities: [not, a, mapping\n")
     h.signal(signal.SIGHUP)
@@ -605,7 +605,7 @@ def test_a_refused_reload_keeps_the_old_configuration(make: Callable[..., Harnes
     assert h.sample("syncd_config_last_reload_successful") == 0
     h.advance_to(60.0)
     assert h.running() == {"task": 60.0}  # the old schedule runs on
-    h.end("task", RunStatus.OK)
+    h.end("task", RunOutcome.OK)
     # A valid file the database refuses (not an outage) is refused too.
     write_config(h.config, {"task": "60s", "user": "60s"})
     h.database.reload_error = psycopg2.ProgrammingError("permission denied for schema")
@@ -626,7 +626,7 @@ def test_a_refused_reload_keeps_the_old_configuration(make: Callable[..., Harnes
 def test_sigterm_drains_the_running_syncs_then_exits_zero(make: Callable[..., Harness]) -> None:
     h = make({"task": "60s", "user": "30s"})
     started(h)
-    h.end("user", RunStatus.OK)
+    h.end("user", RunOutcome.OK)
     h.messages()
     h.inbox.put(event_for_signal(signal.SIGTERM))
     assert h.messages() == [{"STOPPING": "1"}]
@@ -635,7 +635,7 @@ def test_sigterm_drains_the_running_syncs_then_exits_zero(make: Callable[..., Ha
     h.advance_to(60.0)  # user is due, but nothing new starts while draining
     assert h.running() == {"task": 0.0}
     assert h.thread is not None and h.thread.is_alive()
-    h.runs.end("task", RunStatus.FAILED)  # "stopped before the window was complete"
+    h.runs.end("task", RunOutcome.FAILED)  # "stopped before the window was complete"
     assert h.wait_exit() == EXIT_OK
     assert [name for name, _ in h.runs.calls] in (["task", "user"], ["user", "task"])
     assert h.server is not None and h.server.shut
@@ -693,7 +693,7 @@ def test_a_bug_in_the_loop_is_logged_then_exits_one(
         )
         h.thread.start()
         h.notify.wait_for(lambda m: m.get("READY") == "1", WAIT, "READY=1")
-        h.end("task", RunStatus.OK)  # nothing running: the crash leaves no sync behind
+        h.end("task", RunOutcome.OK)  # nothing running: the crash leaves no sync behind
         h.inbox.idle()
         h.clocks.broken = True
         assert h.app.trigger("task")  # wakes the loop, whose next look at the time fails

@@ -1,6 +1,6 @@
 """Preload end to end: calendar chunks of `[preload.from, E)` from the demo source over
 real HTTP into a real PostgreSQL, with real `syncd preload` processes where one is
-killed (CONTRACT §3 preload, §9 "Preload range", "Timestamps in config").
+killed (docs/operations.md, "Preload (history backfill)"; docs/configuration.md).
 
 A process is killed *mid-paging* through `Gate`, a demo `on_request` hook that holds
 one chosen page request until released: the process is then waiting for that page
@@ -32,9 +32,10 @@ from syncd.config.loader import load_config
 from syncd.config.model import Config
 from syncd.db.schema import migrate
 from syncd.metrics import Metrics
-from syncd.sync.chunks import Chunk
+from syncd.sync.locking import LockedSession
 from syncd.sync.preload import Preloader
-from syncd.sync.runner import RunResult
+from syncd.sync.results import RunResult
+from syncd.sync.spans import Span
 from tests.daemon_support import child_env, syncd_sessions, wait_for
 from tests.support import connection, query, versions_in_db, versions_in_source, write_config
 
@@ -730,7 +731,7 @@ def test_progress_ratio_moves_from_0_to_1_across_a_stop_and_a_resume(
     assert progress_ratio(metrics) == 0.0
     seen: list[float | None] = []
 
-    def after_two(chunk: Chunk, run_: RunResult) -> None:
+    def after_two(chunk: Span, run_: RunResult) -> None:
         seen.append(progress_ratio(metrics))
         if len(seen) == 2:
             stop.set()
@@ -744,8 +745,14 @@ def test_progress_ratio_moves_from_0_to_1_across_a_stop_and_a_resume(
     worker, metrics = preloader(config)
     assert progress_ratio(metrics) == 0.0
     seen = []
-    rest = worker.preload_entity("task", on_chunk=lambda c, r: seen.append(progress_ratio(metrics)))
+    pages: list[int] = []
+    rest = worker.preload_entity(
+        "task",
+        on_chunk=lambda c, r: seen.append(progress_ratio(metrics)),
+        on_page=pages.append,
+    )
     assert rest.status == "ok", rest.error
+    assert sum(pages) == rest.fetched > 0  # told of each page as it commits
     assert seen == [k / total for k in range(3, total + 1)]
     assert progress_ratio(metrics) == 1.0
 
@@ -773,21 +780,23 @@ def test_a_crash_after_a_chunk_commits_still_leaves_that_chunk_recorded_ok(
         preload_yaml(tmp_path, pg_dsn, small_demo, preload_from=start.strftime(TIME_FORMAT))
     )
 
-    class DiesClosingTheSecondChunk(Preloader):
-        closed = 0
-
-        def finish(self, conn: Any, result: RunResult) -> Any:
-            self.closed += 1
-            if self.closed == 2:
-                raise Crash
-            return super().finish(conn, result)
-
     with connection(pg_dsn) as conn:
         migrate(conn, config)
     metrics = Metrics(CollectorRegistry())
     metrics.declare(config.entities)
+    dying = Preloader(config, metrics)
+    finish = dying.parts.recorder.finish
+    closed: list[int | None] = []
+
+    def dies_closing_the_second_chunk(session: LockedSession, result: RunResult) -> None:
+        closed.append(result.run_id)
+        if len(closed) == 2:
+            raise Crash
+        finish(session, result)
+
+    dying.parts.recorder.finish = dies_closing_the_second_chunk  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        DiesClosingTheSecondChunk(config, metrics).preload_entity("task")
+        dying.preload_entity("task")
     second_chunk_end = state(pg_dsn).done_to
     assert second_chunk_end is not None  # its data and progress did commit
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from syncd.config.model import Window
-from syncd.sync.windows import Piece, SourceTime, plan_pieces
+from syncd.sync.spans import Span
+from syncd.sync.windows import SourceTime, plan_pieces
 
 UTC_SECONDS = SourceTime("%Y-%m-%d %H:%M:%S", ZoneInfo("UTC"))
 
@@ -21,7 +22,7 @@ def test_the_window_reaches_back_by_lookback_and_stops_lag_before_now() -> None:
     pieces = plan_pieces(
         at("2026-01-01 10:00:00"), at("2026-01-01 10:05:00.9"), window, UTC_SECONDS
     )
-    assert pieces == [Piece(at("2026-01-01 09:58:00"), at("2026-01-01 10:04:30"))]
+    assert pieces == [Span(at("2026-01-01 09:58:00"), at("2026-01-01 10:04:30"))]
 
 
 def test_edges_are_truncated_to_the_format_like_the_source_sees_them() -> None:
@@ -54,7 +55,7 @@ def test_no_new_time_still_rereads_the_lookback() -> None:
     pieces = plan_pieces(
         at("2026-01-01 10:00:00"), at("2026-01-01 10:00:00.5"), window, UTC_SECONDS
     )
-    assert pieces == [Piece(at("2026-01-01 09:59:00"), at("2026-01-01 10:00:00"))]
+    assert pieces == [Span(at("2026-01-01 09:59:00"), at("2026-01-01 10:00:00"))]
 
 
 def test_times_are_formatted_in_the_source_zone() -> None:

@@ -1,4 +1,4 @@
-"""The `syncd` command line (CONTRACT §5).
+"""The `syncd` command line (its commands: README.md; running it: docs/operations.md).
 
 Exit status: 0 success, 1 a sync run failed, 2 usage or configuration error.
 Errors reach stderr as one readable line each; a traceback only with `--debug`.
@@ -14,18 +14,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import psycopg2
-from prometheus_client import CollectorRegistry
 
 from syncd import __version__, logs
+from syncd.cli.common import check_entities, command_metrics, migrate_first
+from syncd.cli.preload import run_preload
 from syncd.config.loader import default_config_path, load_config
 from syncd.config.model import Config
 from syncd.config.values import parse_timestamp
 from syncd.db.connection import connect, describe_db_error
 from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError
-from syncd.metrics import Metrics, disable_created_series
+from syncd.metrics import disable_created_series
 from syncd.service.status import entity_status, format_table
-from syncd.sync.incremental import Engine, RunResult
+from syncd.sync.incremental import Engine, RunOutcome, RunResult
 from syncd.sync.rewind import rewind
 
 
@@ -173,8 +174,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "rewind":
         return _rewind(config, args.entity, args.to, args.wait, forward=args.forward)
     if args.command == "preload":
-        from syncd.cli.preload import run_preload
-
         return run_preload(config, args.entity, args.start, args.end, args.chunk)
     raise UsageError(f"unknown command {args.command}")
 
@@ -217,40 +216,25 @@ def _rewind(config: Config, name: str, to: str, wait: float, *, forward: bool) -
     return EXIT_OK
 
 
-def check_entities(config: Config, names: Sequence[str]) -> list[str]:
-    unknown = [name for name in names if name not in config.entities]
-    if unknown:
-        raise UsageError(
-            f"unknown entity {', '.join(repr(n) for n in unknown)}; "
-            f"configured: {', '.join(config.entities)}"
-        )
-    return list(names) or list(config.entities)
-
-
 def _sync(config: Config, names: Sequence[str]) -> int:
     chosen = check_entities(config, names)
-    conn = connect(config.database)
-    try:
-        migrate(conn, config)
-    finally:
-        conn.close()
-    metrics = Metrics(CollectorRegistry())
-    metrics.declare(config.entities)
-    results = Engine(config, metrics).sync_many(chosen)
+    migrate_first(config)
+    results = Engine(config, command_metrics(config)).sync_many(chosen)
     for result in results:
-        print(summary_line(result))
-    return EXIT_RUN_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+        print(sync_summary(result))
+    return EXIT_RUN_FAILED if any(r.status == RunOutcome.FAILED for r in results) else EXIT_OK
 
 
-def summary_line(result: RunResult) -> str:
-    if result.status == "skipped":
+def sync_summary(result: RunResult) -> str:
+    """The line `syncd sync` prints for one entity's run."""
+    if result.status == RunOutcome.SKIPPED:
         return f"{result.entity}: skipped: another syncd instance is syncing it"
     counts = (
         f"{result.fetched} fetched, {result.written} written, {result.rejected} rejected, "
         f"watermark {result.watermark.isoformat() if result.watermark else '-'}, "
         f"{result.seconds:.1f}s"
     )
-    if result.status == "ok":
+    if result.status == RunOutcome.OK:
         return f"{result.entity}: ok: {counts}"
     return f"{result.entity}: failed: {result.error} ({counts})"
 

@@ -10,20 +10,15 @@ from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
-
 from syncd import logs
-from syncd.cli.main import check_entities
+from syncd.cli.common import check_entities, command_metrics, migrate_first
 from syncd.cli.progress import Progress
 from syncd.config.model import CalendarStep, Config
 from syncd.config.values import parse_calendar_step, parse_timestamp
-from syncd.db.connection import connect
-from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
-from syncd.metrics import Metrics
-from syncd.sync.chunks import Chunk
 from syncd.sync.preload import Preloader, PreloadPlan, PreloadResult
-from syncd.sync.runner import RunResult
+from syncd.sync.results import RunOutcome, RunResult
+from syncd.sync.spans import Span
 
 
 def _arguments(
@@ -46,16 +41,10 @@ def run_preload(
 ) -> int:
     check_entities(config, [name])
     first, last, step = _arguments(config, name, start, end, chunk)
-    conn = connect(config.database)
-    try:
-        migrate(conn, config)
-    finally:
-        conn.close()
+    migrate_first(config)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, _stop_once(stop))
-    metrics = Metrics(CollectorRegistry())
-    metrics.declare(config.entities)
-    preloader = Preloader(config, metrics, stop=stop)
+    preloader = Preloader(config, command_metrics(config), stop=stop)
     shown: list[Progress] = []
     tty = sys.stdout.isatty()
     if tty:
@@ -72,19 +61,28 @@ def run_preload(
             )
         )
 
-    def on_chunk(chunk: Chunk, run: RunResult) -> None:
+    def on_page(records: int) -> None:
+        shown[0].records(records)  # the bar's counts move within a chunk
+
+    def on_chunk(chunk: Span, run: RunResult) -> None:
         shown[0].chunk_done(chunk.start, chunk.end, run.fetched)
 
     try:
         result = preloader.preload_entity(
-            name, start=first, end=last, chunk=step, on_plan=on_plan, on_chunk=on_chunk
+            name,
+            start=first,
+            end=last,
+            chunk=step,
+            on_plan=on_plan,
+            on_chunk=on_chunk,
+            on_page=on_page,
         )
     finally:
         for progress in shown:
             progress.close()
         signal.signal(signal.SIGINT, previous)
-    print(summary_line(result))
-    return EXIT_OK if result.status in ("ok", "skipped") else EXIT_RUN_FAILED
+    print(preload_summary(result))
+    return EXIT_OK if result.status in (RunOutcome.OK, RunOutcome.SKIPPED) else EXIT_RUN_FAILED
 
 
 def _stop_once(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
@@ -98,15 +96,16 @@ def _stop_once(stop: threading.Event) -> Callable[[int, FrameType | None], None]
     return handler
 
 
-def summary_line(result: PreloadResult) -> str:
+def preload_summary(result: PreloadResult) -> str:
+    """The line `syncd preload` prints at the end."""
     counts = (
         f"{result.chunks_done} chunks done of {result.chunks_total}, {result.fetched} fetched, "
         f"{result.written} written, {result.rejected} rejected, {result.seconds:.1f}s"
     )
-    if result.status == "skipped":
+    if result.status == RunOutcome.SKIPPED:
         return f"{result.entity}: preload skipped: another syncd instance is preloading it"
-    if result.status == "ok":
+    if result.status == RunOutcome.OK:
         return f"{result.entity}: preload ok: {counts}"
-    if result.status == "stopped":
+    if result.status == RunOutcome.STOPPED:
         return f"{result.entity}: preload stopped: {counts}; run it again to continue"
     return f"{result.entity}: preload failed: {result.error} ({counts})"

@@ -56,7 +56,8 @@ class Progress:
         self._closed = False
 
     def records(self, n: int) -> None:
-        """`n` more records read within the running chunk."""
+        """`n` more records committed within the running chunk (a page of it), so the
+        terminal line moves during a long chunk, not only at its end."""
         self._records += n
         self._redraw()
 

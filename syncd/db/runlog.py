@@ -1,5 +1,5 @@
-"""syncd's own tables: the run log (`sync_time`), watermarks (`sync_state`), rejects
-(`sync_rejects`), and the per-entity advisory lock.
+"""syncd's own tables: the run log (`sync_time`), watermarks and preload progress
+(`sync_state`), and rejects (`sync_rejects`). The advisory locks are in locks.py.
 
 Functions that take a cursor work inside the caller's transaction (a watermark must
 commit together with its data); functions that take a connection commit themselves.
@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
@@ -19,8 +20,14 @@ from psycopg2.extras import Json, execute_values
 from syncd.db.connection import Connection
 from syncd.db.rows import Reject
 from syncd.db.storable import storable_error, storable_json, storable_text
+from syncd.runs import RunKind, RunStatus
 
 INTERRUPTED = "interrupted: the syncd process running this stopped before it finished"
+
+
+def final_status(error: str | None) -> RunStatus:
+    """How a run with `error` (None: none) ends."""
+    return RunStatus.FAILED if error else RunStatus.OK
 
 
 class SyncLog:
@@ -32,22 +39,18 @@ class SyncLog:
     def _sql(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(schema=self.schema)
 
-    # -- the per-entity lock ------------------------------------------------------
-
-    def try_lock(self, conn: Connection, name: str) -> bool:
-        """Take the session-level advisory lock `name` if free. Held until the
-        connection ends (runs close theirs), so a killed process never leaves it behind."""
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,))
-            row = cur.fetchone()
-        conn.commit()
-        return bool(row and row[0])
-
-    def unlock(self, conn: Connection, name: str) -> None:
-        """Release the session-level advisory lock `name` taken by `try_lock`."""
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
-        conn.commit()
+    def _end_runs(self, cur: Cursor, error: str | None, where: str, params: tuple[Any, ...]) -> int:
+        """End the `sync_time` rows `where` selects: `ok` without `error`, else `failed`
+        with it, finished now. Returns how many rows that was. `where` is always a
+        constant of this class (values go in `params`), never input."""
+        cur.execute(
+            self._sql(
+                "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
+                f"WHERE {where}"
+            ),
+            (final_status(error), storable_error(error), *params),
+        )
+        return int(cur.rowcount)
 
     # -- sync_time ----------------------------------------------------------------
 
@@ -55,7 +58,7 @@ class SyncLog:
         self,
         conn: Connection,
         entity: str,
-        kind: str,
+        kind: RunKind,
         known: Mapping[int, str | None] | None = None,
     ) -> int:
         """Mark `running` rows of `entity` and `kind` failed. Call only while holding
@@ -65,21 +68,13 @@ class SyncLog:
         were marked interrupted."""
         with conn.cursor() as cur:
             for run_id, error in (known or {}).items():
-                cur.execute(
-                    self._sql(
-                        "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), "
-                        "error = %s WHERE id = %s AND status = 'running'"
-                    ),
-                    ("failed" if error else "ok", storable_error(error), run_id),
-                )
-            cur.execute(
-                self._sql(
-                    "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
-                    "error = %s WHERE entity = %s AND status = 'running' AND kind = %s"
-                ),
-                (INTERRUPTED, entity, kind),
+                self._end_runs(cur, error, "id = %s AND status = %s", (run_id, RunStatus.RUNNING))
+            count = self._end_runs(
+                cur,
+                INTERRUPTED,
+                "entity = %s AND status = %s AND kind = %s",
+                (entity, RunStatus.RUNNING, kind),
             )
-            count = cur.rowcount
         conn.commit()
         return count
 
@@ -90,19 +85,13 @@ class SyncLog:
             cur.execute(
                 self._sql(
                     "SELECT id, pid FROM {schema}.sync_time "
-                    "WHERE kind = 'ingest' AND status = 'running' AND host = %s"
+                    "WHERE kind = %s AND status = %s AND host = %s"
                 ),
-                (socket.gethostname(),),
+                (RunKind.INGEST, RunStatus.RUNNING, socket.gethostname()),
             )
-            dead = [run_id for run_id, pid in cur.fetchall() if not _alive(pid)]
+            dead = [run_id for run_id, pid in cur.fetchall() if not _process_alive(pid)]
             if dead:
-                cur.execute(
-                    self._sql(
-                        "UPDATE {schema}.sync_time SET status = 'failed', finished_at = now(), "
-                        "error = %s WHERE id = ANY(%s)"
-                    ),
-                    (INTERRUPTED, dead),
-                )
+                self._end_runs(cur, INTERRUPTED, "id = ANY(%s)", (dead,))
         conn.commit()
         return len(dead)
 
@@ -110,7 +99,7 @@ class SyncLog:
         self,
         conn: Connection,
         entity: str,
-        kind: str,
+        kind: RunKind,
         window_from: datetime | None,
         window_to: datetime | None,
     ) -> int:
@@ -119,9 +108,17 @@ class SyncLog:
                 self._sql(
                     "INSERT INTO {schema}.sync_time "
                     "(entity, kind, window_from, window_to, status, host, pid) "
-                    "VALUES (%s, %s, %s, %s, 'running', %s, %s) RETURNING id"
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
                 ),
-                (entity, kind, window_from, window_to, socket.gethostname(), os.getpid()),
+                (
+                    entity,
+                    kind,
+                    window_from,
+                    window_to,
+                    RunStatus.RUNNING,
+                    socket.gethostname(),
+                    os.getpid(),
+                ),
             )
             row = cur.fetchone()
         conn.commit()
@@ -142,23 +139,12 @@ class SyncLog:
 
     def mark_ok(self, cur: Cursor, run_id: int) -> None:
         """The run is done, inside the transaction that commits its last data."""
-        cur.execute(
-            self._sql(
-                "UPDATE {schema}.sync_time SET status = 'ok', finished_at = now(), error = NULL "
-                "WHERE id = %s"
-            ),
-            (run_id,),
-        )
+        self._end_runs(cur, None, "id = %s", (run_id,))
 
     def finish_run(self, conn: Connection, run_id: int, error: str | None) -> None:
+        """Record the run's end (`error` None: it succeeded); commits."""
         with conn.cursor() as cur:
-            cur.execute(
-                self._sql(
-                    "UPDATE {schema}.sync_time SET status = %s, finished_at = now(), error = %s "
-                    "WHERE id = %s"
-                ),
-                ("failed" if error else "ok", storable_error(error), run_id),
-            )
+            self._end_runs(cur, error, "id = %s", (run_id,))
         conn.commit()
 
     # -- sync_state ---------------------------------------------------------------
@@ -195,11 +181,11 @@ class SyncLog:
             (watermark, entity),
         )
 
-    def fix_preload_end(
+    def pin_preload_end(
         self, cur: Cursor, entity: str, now: datetime, started_at: datetime | None = None
     ) -> datetime:
-        """The end E of the entity's preload range, fixed the first time it is asked
-        for and never moved (CONTRACT §9); returns E.
+        """The end E of the entity's preload range, pinned the first time it is asked
+        for and never moved (docs/operations.md, "Preload (history backfill)"); returns E.
 
         An entity with no state yet gets E = `now` (formatted like a toTime), and its
         incremental sync starts there too. One that synced before its preload was
@@ -272,15 +258,17 @@ class SyncLog:
         conn.rollback()
         return rows
 
-    def last_successes(self, conn: Connection, kind: str = "incremental") -> dict[str, datetime]:
+    def last_successes(
+        self, conn: Connection, kind: RunKind = RunKind.INCREMENTAL
+    ) -> dict[str, datetime]:
         """When each entity's last successful run of `kind` finished."""
         with conn.cursor() as cur:
             cur.execute(
                 self._sql(
                     "SELECT entity, max(finished_at) FROM {schema}.sync_time "
-                    "WHERE status = 'ok' AND kind = %s GROUP BY entity"
+                    "WHERE status = %s AND kind = %s GROUP BY entity"
                 ),
-                (kind,),
+                (RunStatus.OK, kind),
             )
             rows = dict(cur.fetchall())
         conn.rollback()
@@ -306,7 +294,8 @@ class SyncLog:
             )
 
 
-def _alive(pid: int | None) -> bool:
+def _process_alive(pid: int | None) -> bool:
+    """Whether process `pid` of this host still exists."""
     if pid is None:
         return False
     if pid == os.getpid():
@@ -318,14 +307,3 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True  # someone else's process: alive
     return True
-
-
-def incremental_lock(entity: str) -> str:
-    """The lock an entity's incremental runs hold (one instance at a time)."""
-    return f"syncd:entity:{entity}"
-
-
-def preload_lock(entity: str) -> str:
-    """The lock an entity's preload holds: separate, so incremental sync goes on
-    while a long backfill runs."""
-    return f"syncd:preload:{entity}"

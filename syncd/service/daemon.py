@@ -48,7 +48,6 @@ from syncd.http.server import App
 from syncd.http.server import serve as serve_http
 from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
-from syncd.runs import RunStatus
 from syncd.service.app import ServiceApp
 from syncd.service.database import ServiceDatabase
 from syncd.service.events import (
@@ -70,12 +69,12 @@ from syncd.service.state import MAX_WAIT, EngineFactory, Health, Runtime, Servic
 from syncd.service.summary import status_summary
 from syncd.service.systemd import Notifier
 from syncd.sync.incremental import Engine, RunResult
+from syncd.sync.results import RunOutcome
 
 log = structlog.get_logger("syncd.service.daemon")
 
 STOP_GRACE = 80.0  # seconds running syncs get to commit after SIGTERM (unit: 90s)
 PRELOAD_JOIN = 1.0  # seconds an idle preload thread gets to return at the end
-SKIPPED = "skipped"  # a run's outcome when another instance holds the entity's lock
 
 
 class Server(Protocol):
@@ -310,7 +309,7 @@ class Daemon:
             result = engine.sync_entity(name)
         except BaseException as exc:  # the engine records its own failures; this is a bug
             log.exception("daemon.job_crashed", entity=name)
-            result = RunResult(name, RunStatus.FAILED, error=f"internal error: {exc}")
+            result = RunResult(name, RunOutcome.FAILED, error=f"internal error: {exc}")
         self.inbox.put(RunFinished(result))
 
     def _job_done(self, result: RunResult) -> None:
@@ -326,11 +325,11 @@ class Daemon:
             self.last_results[name] = result
         if not state.stopping:
             with state.scheduler_lock:
-                if result.status == SKIPPED:
+                if result.status == RunOutcome.SKIPPED:  # another instance holds the lock
                     state.scheduler.skipped(name, self.clock(), self.wall())
                 else:
                     state.scheduler.finished(
-                        name, self.clock(), self.wall(), ok=result.status == RunStatus.OK
+                        name, self.clock(), self.wall(), ok=result.status == RunOutcome.OK
                     )
         self.notifier.status(self._status_line())
 

@@ -20,7 +20,7 @@ from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration, migrate
 from syncd.metrics import Metrics
 from syncd.service.status import entity_status
-from syncd.sync.preload import describe
+from syncd.sync.preload import preload_status
 
 log = structlog.get_logger("syncd.service.database")
 
@@ -73,7 +73,7 @@ class ServiceDatabase:
                     metrics.last_success.labels(entity=name).set(when.timestamp())
             with conn.cursor() as cur:
                 for name, entity in config.entities.items():
-                    ratio = describe(entity, *synclog.preload_state(cur, name))["ratio"]
+                    ratio = preload_status(entity, *synclog.preload_state(cur, name))["ratio"]
                     metrics.preload_progress.labels(entity=name).set(ratio)
             conn.rollback()
         finally:

@@ -14,7 +14,7 @@ import signal
 from dataclasses import dataclass
 from typing import Protocol
 
-from syncd.sync.runner import RunResult
+from syncd.sync.results import RunResult
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
 from syncd.service.scheduler import Scheduler
 from syncd.sync.incremental import Engine
-from syncd.sync.runner import Unrecorded
+from syncd.sync.recording import Unrecorded
 from syncd.sync.source import SourceClient
 
 MAX_WAIT = 5.0  # seconds: the loop ticks (heartbeat, watchdog, STATUS=) at least this often

@@ -10,7 +10,8 @@ from psycopg2 import sql
 from syncd.config.model import Config
 from syncd.db.connection import Connection
 from syncd.runs import RunKind, RunStatus
-from syncd.sync.preload import describe
+from syncd.sync.preload import preload_status
+from syncd.sync.spans import iso as _iso
 
 _QUERY = """
 SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
@@ -33,10 +34,6 @@ SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
 # The last run and the last success shown are incremental ones (a preload chunk or a
 # push is not "the last sync").
 INCREMENTAL, OK = RunKind.INCREMENTAL.value, RunStatus.OK.value
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[str, Any]]:
@@ -85,7 +82,9 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                     "last_rows_written": written,
                     "last_rows_rejected": rejected,
                     "last_error": error,
-                    "preload": describe(config.entities[name], preload_end, done_to, done_from),
+                    "preload": preload_status(
+                        config.entities[name], preload_end, done_to, done_from
+                    ),
                 }
             )
     conn.rollback()

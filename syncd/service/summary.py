@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from syncd.runs import RunStatus
-from syncd.sync.runner import RunResult
+from syncd.sync.results import RunOutcome, RunResult
 
 
 def status_summary(
@@ -20,7 +19,7 @@ def status_summary(
     last_results: Mapping[str, RunResult],
 ) -> str:
     """E.g. "ready: 4 entities, 1 running, preloading task, failing: user"."""
-    failed = sorted(n for n, r in last_results.items() if r.status == RunStatus.FAILED)
+    failed = sorted(n for n, r in last_results.items() if r.status == RunOutcome.FAILED)
     parts = [f"{prefix}: {entities} entities", f"{len(running)} running"]
     if preloading:
         parts.append(f"preloading {preloading}")

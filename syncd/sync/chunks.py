@@ -22,23 +22,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from syncd.config.model import CalendarStep
+from syncd.sync.spans import Span
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One preload chunk: read `[start, end)`. Both aware, in UTC."""
-
-    start: datetime
-    end: datetime
-
-
-def plan_chunks(start: datetime, end: datetime, step: CalendarStep, tz: ZoneInfo) -> list[Chunk]:
-    """Cut `[start, end)` into touching, non-empty chunks at `step` boundaries in `tz`."""
+def plan_chunks(start: datetime, end: datetime, step: CalendarStep, tz: ZoneInfo) -> list[Span]:
+    """Cut `[start, end)` into touching, non-empty chunks at `step` boundaries in `tz`
+    (their edges in UTC)."""
     if step.n < 1:
         raise ValueError(f"calendar step {step} must be at least 1")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -53,10 +46,10 @@ def plan_chunks(start: datetime, end: datetime, step: CalendarStep, tz: ZoneInfo
         if boundary > edges[-1]:  # two skipped local days can share one instant
             edges.append(boundary)
     edges.append(end)
-    return [Chunk(a, b) for a, b in itertools.pairwise(edges)]
+    return [Span(a, b) for a, b in itertools.pairwise(edges)]
 
 
-def chunks_done(chunks: Sequence[Chunk], done_to: datetime | None) -> int:
+def chunks_done(chunks: Sequence[Span], done_to: datetime | None) -> int:
     """How many chunks end at or before `done_to` (none when nothing is done yet)."""
     if done_to is None:
         return 0

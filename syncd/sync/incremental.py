@@ -3,10 +3,10 @@
 1. Take the entity's advisory lock (else: skipped, no `sync_time` row). While held,
    `running` incremental rows of the entity are leftovers of a dead process: mark
    them failed.
-2. Read the watermark (on the very first run of an entity with preload, fix the
+2. Read the watermark (on the very first run of an entity with preload, pin the
    preload's end E and start there); plan the window in pieces of at most
    `window.max` (windows.py).
-3. Read each piece (runner.py); the watermark moves to the piece's end in the
+3. Read each piece (pieces.py); the watermark moves to the piece's end in the
    transaction of its last page.
 4. Log the run's end in `sync_time`.
 """
@@ -16,25 +16,47 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Unpack
 
 import psycopg2
 import structlog
 from psycopg2.extensions import cursor as Cursor
 
-from syncd.config.model import Entity
-from syncd.db.connection import Connection, describe_db_error
-from syncd.db.runlog import incremental_lock
+from syncd.config.model import Config, Entity
+from syncd.db.connection import Connection, connect, describe_db_error
+from syncd.db.locks import incremental_lock
 from syncd.errors import SyncdError
-from syncd.sync.runner import EntityRunner, Mark, RunResult, iso
-from syncd.sync.windows import Piece, SourceTime, plan_pieces
+from syncd.metrics import Metrics
+from syncd.runs import RunKind
+from syncd.sync.locking import LockedSession
+from syncd.sync.pieces import OnCommit
+from syncd.sync.recording import errors_into
+from syncd.sync.results import RunOutcome, RunResult
+from syncd.sync.runner import RunOptions, RunParts
+from syncd.sync.spans import Span, iso
+from syncd.sync.windows import SourceTime, plan_pieces
 
-__all__ = ["Engine", "RunResult"]
+__all__ = ["Engine", "RunOutcome", "RunResult"]
 
 log = structlog.get_logger("syncd.sync.incremental")
 
 
-class Engine(EntityRunner):
+class Engine:
     """Runs incremental syncs."""
+
+    def __init__(self, config: Config, metrics: Metrics, **options: Unpack[RunOptions]) -> None:
+        self.config = config
+        self.metrics = metrics
+        # `connect` is looked up at each use: tests and the benchmark replace it.
+        self.parts = RunParts.build(config, metrics, connect=lambda: self.connect(), **options)
+        # What the daemon hands on to its preloader, and to the engine of a reload.
+        self.client = self.parts.client
+        self.migration = self.parts.migration
+        self.unrecorded = self.parts.recorder.unrecorded
+        self.runs = self.parts.runs  # syncd's tables
+
+    def connect(self) -> Connection:
+        return connect(self.config.database)
 
     def sync_many(self, names: list[str]) -> list[RunResult]:
         """One pass over `names`, up to `scheduler.max_concurrent` at once."""
@@ -48,55 +70,57 @@ class Engine(EntityRunner):
         with structlog.contextvars.bound_contextvars(entity=name):
             result = self._locked_run(entity)
         result.seconds = time.monotonic() - started
-        self.count_run(result)
-        if result.status == "ok":
+        self.parts.recorder.count(result)
+        if result.status == RunOutcome.OK:
             self.metrics.last_success.labels(entity=name).set(time.time())
         return result
 
     def _locked_run(self, entity: Entity) -> RunResult:
-        result = RunResult(entity.name, "failed")
-        lock = incremental_lock(entity.name)
-        conn, error = self.open_locked(lock, entity.name)
-        if conn is None:
-            result.status, result.error = ("failed", error) if error else ("skipped", None)
+        result = RunResult(entity.name)
+        session, error = self.parts.locks.open(incremental_lock(entity.name), entity.name)
+        if session is None:
+            result.status, result.error = (
+                (RunOutcome.FAILED, error) if error else (RunOutcome.SKIPPED, None)
+            )
             if error:
                 log.error("sync.failed", error=error)
             return result
         try:
-            conn = self._run(conn, lock, entity, result)
+            self._run(session, entity, result)
             return result
         finally:
-            self.release(conn, lock)
+            self.parts.locks.release(session)
 
-    def _run(self, conn: Connection, lock: str, entity: Entity, result: RunResult) -> Connection:
-        """The run proper, lock held. Returns the connection in use at the end."""
-        source_time = self.source_time(entity)
+    def _run(self, session: LockedSession, entity: Entity, result: RunResult) -> None:
+        """The run proper, lock held."""
+        parts = self.parts
+        source_time = SourceTime.of(entity)
         try:
-            interrupted = self.unrecorded.close_interrupted(
-                self.log, conn, entity.name, "incremental"
+            interrupted = parts.recorder.close_interrupted(
+                session.conn, entity.name, RunKind.INCREMENTAL
             )
             if interrupted:
                 log.warning("sync.interrupted_runs_closed", count=interrupted)
-            stored = self._stored_watermark(conn, entity, source_time)
+            stored = self._stored_watermark(session.conn, entity, source_time)
             start = stored if stored is not None else entity.window.initial_from
             assert start is not None  # the loader requires initial_from without preload
-            pieces = plan_pieces(start, self.now(), entity.window, source_time)
+            pieces = plan_pieces(start, parts.now(), entity.window, source_time)
             window_from = pieces[0].start if pieces else None
             window_to = pieces[-1].end if pieces else None
-            result.run_id = self.log.start_run(
-                conn, entity.name, "incremental", window_from, window_to
+            result.run_id = self.runs.start_run(
+                session.conn, entity.name, RunKind.INCREMENTAL, window_from, window_to
             )
         except psycopg2.Error as exc:
             result.error = f"database: {describe_db_error(exc)}"
             log.error("sync.failed", error=result.error)
-            return conn
+            return
         result.watermark = stored
         with structlog.contextvars.bound_contextvars(run_id=result.run_id):
             log.info("sync.started", window_from=iso(window_from), window_to=iso(window_to))
-            with self.recording_errors(result):
+            with errors_into(result):
                 for piece in pieces:
-                    conn, complete = self.read_piece(
-                        conn, lock, entity, result, piece, self._watermark_mark(entity, piece)
+                    complete = parts.pieces.write(
+                        session, entity, result, piece, self._move_watermark(entity, piece)
                     )
                     if not complete:
                         raise SyncdError("stopped before the window was complete")
@@ -105,24 +129,23 @@ class Engine(EntityRunner):
                         # then stays: see SyncLog.set_watermark)
                         result.watermark = piece.end
                         self.metrics.watermark.labels(entity=entity.name).set(piece.end.timestamp())
-            conn = self.finish(conn, result)
-        return conn
+            parts.recorder.finish(session, result)
 
-    def _watermark_mark(self, entity: Entity, piece: Piece) -> Mark:
-        def mark(cur: Cursor) -> None:
-            self.log.set_watermark(cur, entity.name, piece.end)
+    def _move_watermark(self, entity: Entity, piece: Span) -> OnCommit:
+        def move(cur: Cursor) -> None:
+            self.runs.set_watermark(cur, entity.name, piece.end)
 
-        return mark
+        return move
 
     def _stored_watermark(
         self, conn: Connection, entity: Entity, source_time: SourceTime
     ) -> datetime | None:
         """The committed watermark, creating the entity's state on its first run."""
         with conn.cursor() as cur:
-            watermark = self.log.watermark(cur, entity.name)
+            watermark = self.runs.watermark(cur, entity.name)
             if watermark is None and entity.preload.enabled:
-                # CONTRACT §9: incremental sync starts where the preload ends (E).
-                now = source_time.truncate(self.now())
-                watermark = self.log.fix_preload_end(cur, entity.name, now)
+                # Incremental sync starts where the preload ends (E): no gap between them.
+                now = source_time.truncate(self.parts.now())
+                watermark = self.runs.pin_preload_end(cur, entity.name, now)
         conn.commit()
         return watermark

@@ -1,6 +1,7 @@
-"""Preload: backfill an entity's history in calendar chunks (CONTRACT §9).
+"""Preload: backfill an entity's history in calendar chunks (docs/operations.md,
+"Preload (history backfill)").
 
-The configured preload covers `[preload.from, E)`, where E is fixed the first time
+The configured preload covers `[preload.from, E)`, where E is pinned the first time
 the entity starts (and where its incremental sync starts), in chunks cut at
 calendar boundaries in the source time zone (chunks.py). Chunks run in order, one
 `sync_time` row each (kind `preload`, the chunk's bounds in `window_from` and
@@ -23,23 +24,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg2
 import structlog
+from psycopg2.extensions import cursor as Cursor
 
-from syncd.config.model import CalendarStep, Entity
-from syncd.db.connection import Connection, describe_db_error
-from syncd.db.runlog import preload_lock
+from syncd.config.model import CalendarStep, Config, Entity
+from syncd.db.connection import Connection, connect, describe_db_error
+from syncd.db.locks import preload_lock
 from syncd.errors import SyncdError, UsageError
-from syncd.sync.chunks import Chunk, chunks_done, plan_chunks
-from syncd.sync.runner import EntityRunner, Mark, RunResult
-from syncd.sync.windows import Piece, SourceTime
+from syncd.metrics import Metrics
+from syncd.runs import RunKind
+from syncd.sync.chunks import chunks_done, plan_chunks
+from syncd.sync.locking import LockedSession
+from syncd.sync.pieces import OnCommit, OnPage
+from syncd.sync.recording import errors_into
+from syncd.sync.results import RunOutcome, RunResult
+from syncd.sync.runner import RunOptions, RunParts
+from syncd.sync.spans import Span, iso
+from syncd.sync.windows import SourceTime
 
 log = structlog.get_logger("syncd.sync.preload")
 
 # Told after every chunk: (chunk, its result).
-ChunkDone = Callable[[Chunk, RunResult], None]
+ChunkDone = Callable[[Span, RunResult], None]
 
 
 @dataclass
@@ -47,7 +56,7 @@ class PreloadPlan:
     """The chunks of one preload, and where it stands."""
 
     entity: str
-    chunks: list[Chunk]
+    chunks: list[Span]
     done: int  # chunks already committed
     end: datetime | None  # E, for the configured preload; None for a range by hand
 
@@ -56,14 +65,14 @@ class PreloadPlan:
         return 1.0 if not self.chunks else self.done / len(self.chunks)
 
     @property
-    def remaining(self) -> list[Chunk]:
+    def remaining(self) -> list[Span]:
         return self.chunks[self.done :]
 
 
 @dataclass
 class PreloadResult:
     entity: str
-    status: str  # ok (all chunks done), stopped, failed, skipped
+    status: RunOutcome = RunOutcome.FAILED  # ok: all chunks done
     chunks_done: int = 0  # in this call
     chunks_total: int = 0
     fetched: int = 0
@@ -80,7 +89,7 @@ def plan_for(
     end: datetime,
     chunk: CalendarStep,
     done_to: datetime | None = None,
-) -> list[Chunk]:
+) -> list[Span]:
     """Chunks of `[start, end)`; with `done_to` inside a chunk (the chunk size was
     changed since), the first chunk left starts exactly there: no gap, no re-read."""
     chunks = plan_chunks(start, end, chunk, entity.source.timezone)
@@ -88,7 +97,7 @@ def plan_for(
         return chunks
     kept = [c for c in chunks if c.end > done_to]
     if kept and kept[0].start < done_to:
-        kept[0] = Chunk(done_to, kept[0].end)
+        kept[0] = Span(done_to, kept[0].end)
     return chunks[: len(chunks) - len(kept)] + kept
 
 
@@ -100,11 +109,11 @@ def progress_of(
 ) -> PreloadPlan | None:
     """Where the configured preload stands, from its state (E, done_to, and the start
     that progress belongs to). None when no preload is configured or it has not
-    started (E not fixed yet)."""
+    started (E not pinned yet)."""
     preload = entity.preload
     if not preload.enabled or preload.from_ is None or end is None:
         return None
-    source_time = SourceTime(entity.source.time_format, entity.source.timezone)
+    source_time = SourceTime.of(entity)
     start = source_time.truncate(preload.from_)
     if done_from is not None and start < done_from:
         done_to = None  # `from` moved earlier: the next run starts over from it
@@ -112,7 +121,7 @@ def progress_of(
     return PreloadPlan(entity.name, chunks, chunks_done(chunks, done_to), end)
 
 
-def describe(
+def preload_status(
     entity: Entity,
     end: datetime | None,
     done_to: datetime | None,
@@ -123,9 +132,9 @@ def describe(
     enabled = entity.preload.enabled
     return {
         "enabled": enabled,
-        "from": entity.preload.from_.isoformat() if enabled and entity.preload.from_ else None,
-        "end": end.isoformat() if enabled and end else None,
-        "done_to": done_to.isoformat() if enabled and done_to else None,
+        "from": iso(entity.preload.from_) if enabled else None,
+        "end": iso(end) if enabled else None,
+        "done_to": iso(done_to) if enabled else None,
         "chunk": str(entity.preload.chunk) if enabled else None,
         "chunks_done": plan.done if plan else 0,
         "chunks_total": len(plan.chunks) if plan else 0,
@@ -133,32 +142,43 @@ def describe(
     }
 
 
-class Preloader(EntityRunner):
+class Preloader:
     """Runs preloads. One chunk at a time; stops between pages when told to."""
 
+    def __init__(self, config: Config, metrics: Metrics, **options: Unpack[RunOptions]) -> None:
+        self.config = config
+        self.metrics = metrics
+        # `connect` is looked up at each use: tests replace it.
+        self.parts = RunParts.build(config, metrics, connect=lambda: self.connect(), **options)
+        self.runs = self.parts.runs  # syncd's tables
+
+    def connect(self) -> Connection:
+        return connect(self.config.database)
+
     def configured_plan(self, conn: Connection, entity: Entity) -> PreloadPlan:
-        """The configured preload's chunks and progress, fixing E if need be."""
+        """The configured preload's chunks and progress, pinning E if need be."""
         preload = entity.preload
         if not preload.enabled or preload.from_ is None:
             raise UsageError(
                 f"entities.{entity.name}.preload is not enabled; give --from to "
                 "preload a range by hand"
             )
-        source_time = self.source_time(entity)
+        source_time = SourceTime.of(entity)
         start = source_time.truncate(preload.from_)
         with conn.cursor() as cur:
-            end = self.log.fix_preload_end(
-                cur, entity.name, source_time.truncate(self.now()), entity.window.initial_from
+            end = self.runs.pin_preload_end(
+                cur, entity.name, source_time.truncate(self.parts.now()), entity.window.initial_from
             )
-            done_to = self.log.begin_preload(cur, entity.name, start)
+            done_to = self.runs.begin_preload(cur, entity.name, start)
         conn.commit()
-        chunks = plan_for(entity, start, end, preload.chunk, done_to)
-        return PreloadPlan(entity.name, chunks, chunks_done(chunks, done_to), end)
+        plan = progress_of(entity, end, done_to)
+        assert plan is not None  # enabled, with a `from`, and E pinned
+        return plan
 
     def progress(self, conn: Connection, entity: Entity) -> PreloadPlan | None:
         """Where the configured preload stands, changing nothing."""
         with conn.cursor() as cur:
-            state = self.log.preload_state(cur, entity.name)
+            state = self.runs.preload_state(cur, entity.name)
         conn.rollback()
         return progress_of(entity, *state)
 
@@ -171,36 +191,41 @@ class Preloader(EntityRunner):
         chunk: CalendarStep | None = None,
         on_plan: Callable[[PreloadPlan], None] | None = None,
         on_chunk: ChunkDone | None = None,
+        on_page: OnPage | None = None,
     ) -> PreloadResult:
         """Run the configured preload (no `start`), or the range `[start, end)` by
-        hand (`end` defaults to E, or now before there is one)."""
+        hand (`end` defaults to E, or now before there is one). `on_page` is told the
+        records of each page as it commits, `on_chunk` each chunk once done."""
         entity = self.config.entities[name]
         if chunk is not None:
             entity = replace(entity, preload=replace(entity.preload, chunk=chunk))
         began = time.monotonic()
-        result = PreloadResult(name, "failed")
-        lock = preload_lock(name)
+        result = PreloadResult(name)
         with structlog.contextvars.bound_contextvars(entity=name):
-            conn, error = self.open_locked(lock, name)
-            if conn is None:
-                result.status, result.error = ("failed", error) if error else ("skipped", None)
-                if not error:
+            session, error = self.parts.locks.open(preload_lock(name), name)
+            if session is None:
+                if error:
+                    result.error = error
+                else:
+                    result.status = RunOutcome.SKIPPED
                     self.metrics.skipped.labels(entity=name).inc()
                 return result
             try:
-                interrupted = self.unrecorded.close_interrupted(self.log, conn, name, "preload")
+                interrupted = self.parts.recorder.close_interrupted(
+                    session.conn, name, RunKind.PRELOAD
+                )
                 if interrupted:
                     log.warning("preload.interrupted_runs_closed", count=interrupted)
                 plan = (
-                    self.configured_plan(conn, entity)
+                    self.configured_plan(session.conn, entity)
                     if start is None
-                    else self._range_plan(conn, entity, start, end)
+                    else self._range_plan(session.conn, entity, start, end)
                 )
                 result.chunks_total = len(plan.chunks)
                 if on_plan is not None:
                     on_plan(plan)
                 self._set_ratio(plan)
-                conn = self._run_chunks(conn, lock, entity, plan, result, on_chunk)
+                self._run_chunks(session, entity, plan, result, on_chunk, on_page)
             except psycopg2.Error as exc:
                 result.error = f"database: {describe_db_error(exc)}"
             except UsageError:
@@ -208,21 +233,21 @@ class Preloader(EntityRunner):
             except SyncdError as exc:
                 result.error = str(exc)
             finally:
-                self.release(conn, lock)
+                self.parts.locks.release(session)
         result.seconds = time.monotonic() - began
         if result.error:
-            result.status = "failed"
+            result.status = RunOutcome.FAILED
         return result
 
     def _range_plan(
         self, conn: Connection, entity: Entity, start: datetime, end: datetime | None
     ) -> PreloadPlan:
-        source_time = self.source_time(entity)
+        source_time = SourceTime.of(entity)
         if end is None:
             with conn.cursor() as cur:
-                fixed, _, _ = self.log.preload_state(cur, entity.name)
+                pinned, _, _ = self.runs.preload_state(cur, entity.name)
             conn.rollback()
-            end = fixed or self.now()
+            end = pinned or self.parts.now()
         first, last = source_time.truncate(start), source_time.truncate(end)
         if first >= last:
             raise UsageError(f"--from {first.isoformat()} is not before --to {last.isoformat()}")
@@ -232,20 +257,23 @@ class Preloader(EntityRunner):
 
     def _run_chunks(
         self,
-        conn: Connection,
-        lock: str,
+        session: LockedSession,
         entity: Entity,
         plan: PreloadPlan,
         result: PreloadResult,
         on_chunk: ChunkDone | None,
-    ) -> Connection:
+        on_page: OnPage | None,
+    ) -> None:
+        parts = self.parts
         for chunk in plan.remaining:
-            if self.stop.is_set():
-                result.status = "stopped"
-                return conn
-            run = RunResult(entity.name, "failed", kind="preload")
-            run.run_id = self.log.start_run(conn, entity.name, "preload", chunk.start, chunk.end)
-            mark = self._chunk_mark(entity, chunk, run.run_id, advance=plan.end is not None)
+            if parts.stop.is_set():
+                result.status = RunOutcome.STOPPED
+                return
+            run = RunResult(entity.name, kind=RunKind.PRELOAD)
+            run.run_id = self.runs.start_run(
+                session.conn, entity.name, RunKind.PRELOAD, chunk.start, chunk.end
+            )
+            on_commit = self._chunk_done(entity, chunk, run.run_id, advance=plan.end is not None)
             began = time.monotonic()
             with structlog.contextvars.bound_contextvars(run_id=run.run_id):
                 log.info(
@@ -253,42 +281,38 @@ class Preloader(EntityRunner):
                     chunk_from=chunk.start.isoformat(),
                     chunk_to=chunk.end.isoformat(),
                 )
-                with self.recording_errors(run):
-                    conn, complete = self.read_piece(
-                        conn, lock, entity, run, Piece(chunk.start, chunk.end), mark
-                    )
-                    if not complete:
+                with errors_into(run):
+                    if not parts.pieces.write(session, entity, run, chunk, on_commit, on_page):
                         run.error = "stopped before the chunk was complete"
-                conn = self.finish(conn, run)
+                parts.recorder.finish(session, run)
             run.seconds = time.monotonic() - began
-            self.count_run(run)
+            parts.recorder.count(run)
             result.results.append(run)
             result.fetched += run.fetched
             result.written += run.written
             result.rejected += run.rejected
             if run.error:
                 result.error = run.error
-                return conn
+                return
             result.chunks_done += 1
             plan.done += 1
             self._set_ratio(plan)
             if on_chunk is not None:
                 on_chunk(chunk, run)
-        result.status = "ok"
-        return conn
+        result.status = RunOutcome.OK
 
-    def _chunk_mark(self, entity: Entity, chunk: Chunk, run_id: int, *, advance: bool) -> Mark:
+    def _chunk_done(self, entity: Entity, chunk: Span, run_id: int, *, advance: bool) -> OnCommit:
         """Committed with the chunk's last page: the chunk's `sync_time` row is `ok`
         in the same transaction as its data (a crash right after must not leave a
         finished chunk recorded as interrupted), and the configured preload's
         progress moves to the chunk's end (a range by hand moves no progress)."""
 
-        def mark(cur: psycopg2.extensions.cursor) -> None:
-            self.log.mark_ok(cur, run_id)
+        def done(cur: Cursor) -> None:
+            self.runs.mark_ok(cur, run_id)
             if advance:
-                self.log.set_preload_done_to(cur, entity.name, chunk.end)
+                self.runs.set_preload_done_to(cur, entity.name, chunk.end)
 
-        return mark
+        return done
 
     def _set_ratio(self, plan: PreloadPlan) -> None:
         if plan.end is not None:  # only the configured preload is progress

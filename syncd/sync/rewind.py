@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from syncd.config.model import Config
 from syncd.db.connection import connect
-from syncd.db.runlog import SyncLog, incremental_lock
+from syncd.db.locks import incremental_lock, try_lock, unlock
+from syncd.db.runlog import SyncLog
 from syncd.errors import LockBusy, UsageError
 from syncd.sync.windows import SourceTime
 
@@ -37,15 +38,15 @@ def rewind(
     forward skips every record in between, so that takes `forward=True`; a watermark
     in the future is never set."""
     entity = config.entities[name]
-    target = SourceTime(entity.source.time_format, entity.source.timezone).truncate(to)
+    target = SourceTime.of(entity).truncate(to)
     if target > now():
         raise UsageError(f"--to {target.isoformat()} is in the future")
-    synclog = SyncLog(config.database.schema)
+    runs = SyncLog(config.database.schema)
     lock = incremental_lock(name)
     conn = connect(config.database)
     try:
         deadline = clock() + wait
-        while not synclog.try_lock(conn, lock):
+        while not try_lock(conn, lock):
             if clock() >= deadline:
                 raise LockBusy(
                     f"a run of {name} still holds its lock after {wait:g}s; try again, "
@@ -54,7 +55,7 @@ def rewind(
             sleep(POLL)
         try:
             with conn.cursor() as cur:
-                old = synclog.watermark(cur, name)
+                old = runs.watermark(cur, name)
                 if old is None:
                     raise UsageError(
                         f"{name} has no watermark yet: nothing to rewind (its first run "
@@ -66,11 +67,11 @@ def rewind(
                         "moving it forward skips every record in between (--forward to "
                         "do it anyway)"
                     )
-                synclog.rewind_watermark(cur, name, target)
+                runs.rewind_watermark(cur, name, target)
             conn.commit()
         finally:
             conn.rollback()
-            synclog.unlock(conn, lock)
+            unlock(conn, lock)
     finally:
         conn.close()
     return old, target

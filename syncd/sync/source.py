@@ -1,10 +1,5 @@
-"""The upstream source: one HTTP GET per page, with retries (CONTRACT §2).
-
-401/403 fail at once (the key is wrong; retrying only hammers the source). 429 waits
-`Retry-After`, capped at `max_backoff`. 5xx, 408, timeouts, connection errors and
-bodies that are not the expected JSON are retried with capped exponential backoff
-and jitter. `retries.attempts` counts every try, the first included. Other 4xx mean
-the request itself is wrong (a bad URL or parameter name) and fail at once.
+"""The upstream source: one HTTP GET per page, retried as the entity's `RetryPolicy`
+(retry.py) decides; the rules are in docs/configuration.md (`source.retries`).
 """
 
 from __future__ import annotations
@@ -13,7 +8,6 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,6 +17,7 @@ from syncd.config.model import Entity, SourceConfig
 from syncd.errors import SourceAuthError, SourceError, SourceStopped
 from syncd.sync.inflight import InFlight, Requests, pool_manager
 from syncd.sync.jsonrecords import BadBody, records_in
+from syncd.sync.retry import AUTH_STATUSES, RetryPolicy, retry_after_seconds
 
 _CHUNK = 64 * 1024  # bytes read (decompressed) at a time
 
@@ -56,22 +51,6 @@ def with_query(url: str, params: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date. None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())
-
-
 class SourceClient:
     """Fetches pages from every entity's source through one connection pool."""
 
@@ -85,7 +64,7 @@ class SourceClient:
         observe: RequestObserver | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        # Retries are ours (they need the policy above), so urllib3's are off.
+        # Retries are ours (they follow the entity's RetryPolicy), so urllib3's are off.
         self.pool = pool or pool_manager(num_pools=16, maxsize=4, retries=False)
         self.requests = Requests()
         self.sleep = sleep
@@ -105,7 +84,8 @@ class SourceClient:
             source.params.limit: str(limit),
             source.params.offset: str(offset),
         }
-        attempts = source.retries.attempts
+        policy = RetryPolicy.of(source.retries)
+        attempts = policy.attempts
         last_reason = ""
         for attempt in range(1, attempts + 1):
             try:
@@ -114,9 +94,9 @@ class SourceClient:
                 last_reason = str(failure)
                 if self.should_stop():
                     raise SourceStopped(f"{entity.name}: stopped: {last_reason}") from None
-                if attempt == attempts:
+                if not policy.should_retry(attempt):
                     break
-                self.sleep(self._delay(source, attempt, failure.wait))
+                self.sleep(policy.delay(attempt, failure.wait, self.jitter()))
                 if self.should_stop():
                     raise SourceStopped(f"{entity.name}: stopped: {last_reason}") from None
         raise SourceError(
@@ -127,16 +107,6 @@ class SourceClient:
     def cancel_all(self) -> None:
         """Cut every request in flight now, and fail any started later (a stop)."""
         self.requests.cut_all("cancelled: syncd is stopping")
-
-    def _delay(self, source: SourceConfig, attempt: int, asked: float | None) -> float:
-        cap = source.retries.max_backoff.total_seconds()
-        if asked is not None:
-            return min(asked, cap)
-        base: float = source.retries.backoff.total_seconds() * 2.0 ** (attempt - 1)
-        # "Equal jitter": at least half the backoff, so a retry storm cannot form,
-        # spread over the other half so many clients do not retry in step.
-        capped = min(base, cap)
-        return capped / 2 + self.jitter() * capped / 2
 
     def _headers(self, source: SourceConfig) -> dict[str, str]:
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
@@ -210,7 +180,7 @@ class SourceClient:
 
     def _check_status(self, entity: Entity, response: urllib3.BaseHTTPResponse) -> None:
         status = response.status
-        if status in (401, 403):
+        if status in AUTH_STATUSES:
             raise SourceAuthError(
                 f"{entity.name}: the source answered {status} for GET "
                 f"{public_url(entity.url)}: its API key is wrong or missing "
@@ -218,9 +188,9 @@ class SourceClient:
                 "source.api_key_env)"
             )
         if status == 429:
-            wait = retry_after_seconds(response.headers.get("Retry-After"), self.now)
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self.now())
             raise _Retryable("429 Too Many Requests", wait=wait)
-        if status >= 500 or status == 408:
+        if RetryPolicy.retryable_status(status):
             raise _Retryable(f"HTTP {status}")
         if status != 200:
             raise SourceError(

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from syncd.config.model import Window
+from syncd.config.model import Entity, Window
+from syncd.sync.spans import Span
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class SourceTime:
 
     fmt: str
     tz: ZoneInfo
+
+    @classmethod
+    def of(cls, entity: Entity) -> SourceTime:
+        """How `entity`'s source is sent times (`source.time_format`, `source.timezone`)."""
+        return cls(entity.source.time_format, entity.source.timezone)
 
     def format(self, moment: datetime) -> str:
         return moment.astimezone(self.tz).strftime(self.fmt)
@@ -40,18 +46,11 @@ class SourceTime:
         return self.parse(self.format(moment))
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One window piece: read `[start, end)` and commit `end` as the watermark."""
-
-    start: datetime
-    end: datetime
-
-
 def plan_pieces(
     watermark: datetime, now: datetime, window: Window, source_time: SourceTime
-) -> list[Piece]:
-    """Split `[watermark - lookback, now - lag)` into pieces no longer than `window.max`.
+) -> list[Span]:
+    """Split `[watermark - lookback, now - lag)` into pieces no longer than `window.max`;
+    each piece's end is the watermark committed once it is read.
 
     The first piece reaches back by `lookback` (late-visible records); later pieces
     start exactly where the previous one ended. Every edge is a formatted time, so
@@ -62,11 +61,11 @@ def plan_pieces(
     if end < watermark:  # the clock stepped back: read nothing, never move backwards
         return []
     start = source_time.truncate(watermark - window.lookback)
-    pieces: list[Piece] = []
+    pieces: list[Span] = []
     while start < end:
         piece_end = min(end, source_time.truncate(start + window.max))
         if piece_end <= start:  # the format is coarser than window.max: take the rest whole
             piece_end = end
-        pieces.append(Piece(start, piece_end))
+        pieces.append(Span(start, piece_end))
         start = piece_end
     return pieces
