@@ -123,8 +123,9 @@ def table_count(dsn: str, table: str) -> int:
 def test_ready_comes_when_readyz_answers_and_every_metric_family_is_there(
     tmp_path: Path, pg_dsn: str, demo: DemoSource, procs: Daemons
 ) -> None:
-    """At READY=1 /readyz is already 200 and /metrics has every §8 family with a series
-    per entity, before any source request was answered (the source holds them all)."""
+    """At READY=1 /readyz is already 200 and /metrics has every metric family of
+    docs/operations.md#metrics with a series per entity, before any source request was
+    answered (the source holds them all)."""
     gate = threading.Event()
 
     def hold(entity: str, params: dict[str, str]) -> None:

@@ -21,7 +21,7 @@ from syncd.cli.preload import run_preload
 from syncd.config.loader import default_config_path, load_config
 from syncd.config.model import Config
 from syncd.config.values import parse_timestamp
-from syncd.db.connection import connect, describe_db_error
+from syncd.db.connection import connect, database_failure
 from syncd.db.schema import migrate
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, ConfigError, SyncdError, UsageError
 from syncd.metrics import disable_created_series
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg2.Error as exc:
         if args.debug:
             raise
-        logs.print_error(f"syncd: database: {describe_db_error(exc)}")
+        logs.print_error(f"syncd: {database_failure(exc)}")
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130

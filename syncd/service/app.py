@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2
 
-from syncd.db.connection import describe_db_error
+from syncd.db.connection import database_failure
 from syncd.http.server import PostHandler, Unavailable
 from syncd.service.database import ServiceDatabase
 from syncd.service.events import Inbox, RunRequested
@@ -69,7 +69,7 @@ class ServiceApp:
         try:
             report = self._database.entity_status(runtime.config, self._wall())
         except psycopg2.Error as exc:
-            raise Unavailable(f"database: {describe_db_error(exc)}") from None
+            raise Unavailable(database_failure(exc)) from None
         with state.scheduler_lock:
             snapshot = state.scheduler.snapshot() if state.scheduler else []
         plans = {item["name"]: item for item in snapshot}

@@ -15,7 +15,7 @@ import psycopg2
 import structlog
 
 from syncd.config.model import Config
-from syncd.db.connection import connect, describe_db_error, is_connection_error
+from syncd.db.connection import connect, database_failure, describe_db_error, is_connection_error
 from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration, migrate
 from syncd.metrics import Metrics
@@ -86,13 +86,13 @@ class ServiceDatabase:
         try:
             conn = connect(config.database)
         except psycopg2.Error as exc:
-            return False, f"database: {describe_db_error(exc)}"
+            return False, database_failure(exc)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
             return True, "ready"
         except psycopg2.Error as exc:
-            return False, f"database: {describe_db_error(exc)}"
+            return False, database_failure(exc)
         finally:
             conn.close()
 

@@ -18,7 +18,7 @@ import structlog
 
 from syncd.config.loader import load_config
 from syncd.config.model import Config, Schedule
-from syncd.db.connection import describe_db_error
+from syncd.db.connection import database_failure, describe_db_error
 from syncd.db.schema import PendingMigration
 from syncd.errors import ConfigError, SyncdError
 from syncd.ingest.ingestor import Ingestor
@@ -59,7 +59,7 @@ def refusal_reason(exc: Exception, config_path: str) -> str:
         more = len(exc.problems) - 1
         return f"line {first}" + (f" (and {more} more)" if more else "")
     if isinstance(exc, psycopg2.Error):
-        reason = f"database: {describe_db_error(exc)}"
+        reason = database_failure(exc)
     elif isinstance(exc, SyncdError):
         reason = str(exc)
     else:

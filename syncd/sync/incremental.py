@@ -23,7 +23,7 @@ import structlog
 from psycopg2.extensions import cursor as Cursor
 
 from syncd.config.model import Config, Entity
-from syncd.db.connection import Connection, connect, describe_db_error
+from syncd.db.connection import Connection, connect, database_failure
 from syncd.db.locks import incremental_lock
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
@@ -111,7 +111,7 @@ class Engine:
                 session.conn, entity.name, RunKind.INCREMENTAL, window_from, window_to
             )
         except psycopg2.Error as exc:
-            result.error = f"database: {describe_db_error(exc)}"
+            result.error = database_failure(exc)
             log.error("sync.failed", error=result.error)
             return
         result.watermark = stored

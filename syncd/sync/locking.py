@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg2
 import structlog
 
-from syncd.db.connection import Connection, close_quietly, describe_db_error
+from syncd.db.connection import Connection, close_quietly, database_failure, describe_db_error
 from syncd.db.locks import try_lock, unlock
 from syncd.db.schema import PendingMigration
 from syncd.errors import SyncdError
@@ -63,7 +63,7 @@ class RunLocks:
                 return session, None
         except psycopg2.Error as exc:
             self.release(session)
-            return None, f"database: {describe_db_error(exc)}"
+            return None, database_failure(exc)
         except SyncdError as exc:
             self.release(session)
             return None, str(exc)

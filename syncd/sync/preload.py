@@ -31,7 +31,7 @@ import structlog
 from psycopg2.extensions import cursor as Cursor
 
 from syncd.config.model import CalendarStep, Config, Entity
-from syncd.db.connection import Connection, connect, describe_db_error
+from syncd.db.connection import Connection, connect, database_failure
 from syncd.db.locks import preload_lock
 from syncd.errors import SyncdError, UsageError
 from syncd.metrics import Metrics
@@ -227,7 +227,7 @@ class Preloader:
                 self._set_ratio(plan)
                 self._run_chunks(session, entity, plan, result, on_chunk, on_page)
             except psycopg2.Error as exc:
-                result.error = f"database: {describe_db_error(exc)}"
+                result.error = database_failure(exc)
             except UsageError:
                 raise  # the command line was wrong: exit 2, not a failed preload
             except SyncdError as exc:

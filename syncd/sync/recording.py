@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 import psycopg2
 import structlog
 
-from syncd.db.connection import Connection, close_quietly, describe_db_error
+from syncd.db.connection import Connection, close_quietly, database_failure, describe_db_error
 from syncd.db.runlog import SyncLog
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
@@ -62,7 +62,7 @@ def errors_into(result: RunResult) -> Iterator[None]:
     except SyncdError as exc:
         result.error = str(exc)
     except psycopg2.Error as exc:
-        result.error = f"database: {describe_db_error(exc)}"
+        result.error = database_failure(exc)
     except Exception as exc:
         log.exception("sync.crashed")
         result.error = f"internal error: {type(exc).__name__}: {exc}"
