@@ -285,22 +285,6 @@ def test_bad_records_go_to_sync_rejects_with_reasons_and_the_rest_is_stored(
     assert [run[5:8] for run in runs(pushd.dsn)] == [(11, 5, 6)]
 
 
-def test_an_older_version_never_replaces_a_newer_one_and_a_tie_does(start: Start) -> None:
-    pushd = start()
-    record = task_records()[0]
-    newer = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
-    pushd.post("/v1/ingest/task", [{**record, "Title": "new", "ModifiedOn": newer.isoformat()}])
-
-    older = (newer - timedelta(seconds=1)).isoformat()
-    status, body = pushd.post("/v1/ingest/task", [{**record, "Title": "old", "ModifiedOn": older}])
-    assert (status, body["written"], body["rejected"]) == (200, 1, 0)  # accepted, not applied
-    assert stored(pushd.dsn) == {record["TaskId"]: ("new", newer)}
-
-    tie = {**record, "Title": "corrected", "ModifiedOn": newer.isoformat()}
-    assert pushd.post("/v1/ingest/task", [tie])[0] == 200
-    assert stored(pushd.dsn) == {record["TaskId"]: ("corrected", newer)}
-
-
 def test_the_same_push_twice_is_accepted_twice_and_written_once(start: Start) -> None:
     pushd = start()
     records = task_records()[:15]
