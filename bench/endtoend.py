@@ -733,7 +733,7 @@ def run_in_process(setup: Setup, use_cprofile: bool) -> Breakdown:
         else:
             result = engine.sync_entity(ENTITY)
     wall = time.perf_counter() - started
-    if result.status != "ok":
+    if result.outcome != "ok":
         raise RuntimeError(f"the in-process run failed: {result.error}")
     # The engine has closed its connections, each reading its backend's CPU time first.
     timers.seconds["commit"] = sum(conn.commit_seconds for conn in engine.connections)

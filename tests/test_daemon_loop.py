@@ -511,8 +511,8 @@ def test_a_skipped_run_is_not_a_failure_and_is_counted_apart(
     h.end("task", RunOutcome.SKIPPED)  # another instance holds the lock
     h.end("user", RunOutcome.OK)
     assert h.messages()[-1] == {"STATUS": "ready: 2 entities, 0 running"}
-    assert h.daemon.last_results["task"].status == RunOutcome.SKIPPED
-    assert h.daemon.last_results["user"].status == RunOutcome.OK
+    assert h.daemon.last_results["task"].outcome == RunOutcome.SKIPPED
+    assert h.daemon.last_results["user"].outcome == RunOutcome.OK
     assert h.sample("syncd_sync_skipped_total", entity="task") == 1
     assert h.sample("syncd_sync_skipped_total", entity="user") == 0
     incremental = RunKind.INCREMENTAL

@@ -41,7 +41,7 @@ def assert_converges(config: Config, pg_dsn: str, demo: DemoSource) -> None:
     """Changes have stopped: one more pass whose toTime is past every change leaves
     the table equal to the source."""
     later = datetime.now(UTC) + timedelta(seconds=2)
-    assert sync_once(config, "task", now=lambda: later).status == "ok"
+    assert sync_once(config, "task", now=lambda: later).outcome == "ok"
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
 
 
@@ -62,7 +62,7 @@ def test_first_sync_copies_every_record_and_commits_the_sent_to_time(
     moment = datetime(2026, 11, 28, 10, 30, 15, 987654, tzinfo=UTC)
     result = sync_once(config, "task", now=lambda: moment)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     # The watermark is the toTime the source was sent: formatted, so whole seconds.
     assert watermark(pg_dsn, "task") == moment.replace(microsecond=0)
@@ -79,7 +79,7 @@ def test_every_column_type_is_stored_as_the_contract_says(
     tmp_path: Path, pg_dsn: str, demo: DemoSource
 ) -> None:
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"])
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     record = demo.records("task")[0]
     [row] = query(
         pg_dsn,
@@ -108,13 +108,13 @@ def test_a_second_pass_over_unchanged_data_rewrites_no_row(
 ) -> None:
     """Pin the window so the second pass re-reads everything it read before."""
     config = demo_setup(tmp_path, pg_dsn, demo, tweak=small_pages(250))
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     before = dict(query(pg_dsn, "SELECT task_id, xmin::text FROM task_details"))
     execute(pg_dsn, "UPDATE sync_state SET watermark = '2026-10-01' WHERE entity = 'task'")
 
     again = sync_once(config, "task")
 
-    assert again.status == "ok"
+    assert again.outcome == "ok"
     assert again.fetched == 1200
     assert again.written == 0
     # Not rewritten at all: every row is still the tuple the first pass wrote.
@@ -137,7 +137,7 @@ def test_churn_converges_to_exactly_the_source(
 
     demo.on_request = churn
     for _ in range(4):
-        assert sync_once(config, "task").status == "ok"
+        assert sync_once(config, "task").outcome == "ok"
         assert missing_below_watermark(pg_dsn, demo, "task") == {}
     demo.on_request = None
     assert_converges(config, pg_dsn, demo)
@@ -167,7 +167,7 @@ def test_records_leaving_the_window_between_every_two_pages_are_not_lost(
     result = sync_once(config, "task")
     demo.on_request = None
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(read_so_far) > 50  # the window really did shift, many times
     assert missing_below_watermark(pg_dsn, demo, "task") == {}
     assert_converges(config, pg_dsn, demo)
@@ -189,7 +189,7 @@ def test_duplicates_across_pages_are_written_and_counted_once(
     result = sync_once(config, "task")
     demo.on_request = None
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     [(count,)] = query(pg_dsn, "SELECT count(*) FROM task_details")
     assert result.written == count
     [(fetched, written)] = query(pg_dsn, "SELECT rows_fetched, rows_written FROM sync_time")
@@ -201,13 +201,13 @@ def test_late_visible_records_within_lookback_arrive_on_the_next_run(
     tmp_path: Path, pg_dsn: str, demo: DemoSource
 ) -> None:
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"], tweak=small_pages(100, "2m"))
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     mark = watermark(pg_dsn, "task")
     assert mark is not None
     late = demo.insert("task", modified=mark - timedelta(seconds=90))  # committed late
     too_late = demo.insert("task", modified=mark - timedelta(minutes=10))  # beyond lookback
 
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     stored = versions_in_db(pg_dsn, "task")
     assert str(late["TaskId"]) in stored
     assert str(too_late["TaskId"]) not in stored  # lookback is the limit, as documented
@@ -220,7 +220,7 @@ def test_bad_records_are_rejected_and_their_page_still_lands(
     bad = demo.bad_records("task", 5, modified=END - timedelta(days=1))
     result = sync_once(config, "task")
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert result.rejected == 5
     rejects = query(pg_dsn, "SELECT run_id, record, reason FROM sync_rejects ORDER BY id")
     assert len(rejects) == 5
@@ -241,21 +241,21 @@ def test_the_version_guard_holds_on_the_sync_path(
     """The wiring check of the version guard (tested in full in test_store): through a
     real sync, an older version never replaces a newer row, and a tie still lands."""
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"], tweak=small_pages(100, "5m"))
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     mark = watermark(pg_dsn, "task")
     assert mark is not None
     key = demo.records("task")[5]["TaskId"]
     newer = mark - timedelta(seconds=30)
     demo.update("task", key, {"Title": "newer"}, modified=newer)
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     # The source now serves an older version of the same record inside the window.
     demo.update("task", key, {"Title": "older"}, modified=newer - timedelta(seconds=30))
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     [(title,)] = query(pg_dsn, "SELECT title FROM task_details WHERE task_id = %s", (key,))
     assert title == "newer"
     # A correction without a new timestamp.
     demo.update("task", key, {"Title": "corrected"}, modified=newer)
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     [(title,)] = query(pg_dsn, "SELECT title FROM task_details WHERE task_id = %s", (key,))
     assert title == "corrected"
 
@@ -270,7 +270,7 @@ def test_records_path_and_paging_parameter_names_are_configurable(
         data["source"]["page_size"] = 300
 
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["user"], tweak=tweak)
-    assert sync_once(config, "user").status == "ok"
+    assert sync_once(config, "user").outcome == "ok"
     assert versions_in_db(pg_dsn, "user") == versions_in_source(demo, "user")
 
 
@@ -278,14 +278,14 @@ def test_a_new_column_in_the_yaml_is_added_to_the_table(
     tmp_path: Path, pg_dsn: str, demo: DemoSource
 ) -> None:
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["user"])
-    assert sync_once(config, "user").status == "ok"
+    assert sync_once(config, "user").outcome == "ok"
 
     def more(data: dict[str, Any]) -> None:
         data["entities"]["user"]["columns"]["created_on"] = {"field": "CreatedOn", "type": "text"}
 
     wider = demo_setup(tmp_path, pg_dsn, demo, entities=["user"], tweak=more)
     execute(pg_dsn, "UPDATE sync_state SET watermark = '2026-10-01'")
-    assert sync_once(wider, "user").status == "ok"
+    assert sync_once(wider, "user").outcome == "ok"
     [(filled,)] = query(pg_dsn, "SELECT count(created_on) FROM user_details")
     assert filled == 50
 
@@ -300,7 +300,7 @@ def test_a_record_jsonb_cannot_hold_is_still_rejected_and_its_page_lands(
     demo.insert("task", {"EstimateHours": float("inf")}, modified=when)
     result = sync_once(config, "task")
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert result.rejected == 2
     reasons = [r[0] for r in query(pg_dsn, "SELECT reason FROM sync_rejects ORDER BY id")]
     assert reasons == [
@@ -318,7 +318,7 @@ def test_a_source_url_with_its_own_query_keeps_it_and_gets_the_window(
         data["entities"]["user"]["url"] += "?apiVersion=2"
 
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["user"], tweak=tweak)
-    assert sync_once(config, "user").status == "ok"
+    assert sync_once(config, "user").outcome == "ok"
     params = demo.requests("user")[-1].params
     assert params["apiVersion"] == "2"
     assert "fromTime" in params and "toTime" in params

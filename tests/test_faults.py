@@ -148,7 +148,7 @@ def test_a_wrong_api_key_fails_at_once_after_one_request_without_echoing_the_key
         assert demo.request_count() == 1
         assert demo.request_count("task", status=401) == 1
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "401" in result.error
     assert "API key" in result.error
@@ -171,7 +171,7 @@ def test_the_api_key_from_the_environment_is_sent_in_its_header(
     with new_demo(api_key=RIGHT_KEY) as demo:
         config = setup(tmp_path, pg_dsn, demo, api_key_env=KEY_ENV)
         result = sync_once(config, "task")
-        assert result.status == "ok", result.error
+        assert result.outcome == "ok", result.error
         assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
 
 
@@ -188,7 +188,7 @@ def test_a_404_fails_at_once_with_a_message_pointing_at_the_url(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "404" in result.error
     assert f"{demo.base_url}/api/NoSuchThing" in result.error
@@ -209,7 +209,7 @@ def test_429_waits_for_retry_after_seconds_then_succeeds(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert sleeps == [7.0]
     assert demo.request_count("task", status=429) == 1
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
@@ -224,7 +224,7 @@ def test_a_retry_after_longer_than_max_backoff_is_capped(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert sleeps == [30.0, 30.0]
 
 
@@ -238,7 +238,7 @@ def test_a_retry_after_given_as_an_http_date_is_honoured(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     [waited] = sleeps
     assert 15.0 < waited <= 20.0
 
@@ -250,7 +250,7 @@ def test_429s_count_as_tries(tmp_path: Path, pg_dsn: str, demo: DemoSource) -> N
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "3 tries" in result.error
     assert sleeps == [1.0, 1.0]
     assert demo.request_count("task") == 3
@@ -268,7 +268,7 @@ def test_5xx_then_success_backs_off_exponentially_with_jitter_and_a_cap(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(sleeps) == 4
     for n, waited in enumerate(sleeps, start=1):
         full = min(1.0 * 2 ** (n - 1), 3.0)
@@ -281,7 +281,7 @@ def test_5xx_beyond_the_attempts_fails_the_run_and_leaves_the_watermark(
 ) -> None:
     """retries.attempts 5xx in a row: failed, the error counts the tries, nothing moves."""
     config = setup(tmp_path, pg_dsn, demo, attempts=4, backoff="100ms")
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     before = watermark(pg_dsn, "task")
     assert before is not None
     rows_before = versions_in_db(pg_dsn, "task")
@@ -292,7 +292,7 @@ def test_5xx_beyond_the_attempts_fails_the_run_and_leaves_the_watermark(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "after 4 tries" in result.error
     assert "500" in result.error
@@ -321,14 +321,14 @@ def test_5xx_in_the_middle_of_a_window_never_moves_the_watermark(
     result = sync_once(config, "task")
     demo.on_request = None
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "after 3 tries" in result.error
     assert watermark(pg_dsn, "task") is None
     stored = versions_in_db(pg_dsn, "task")
     assert 0 < len(stored) < TASKS  # the first page committed, the rest did not arrive
     assert all(versions_in_source(demo, "task")[key] == when for key, when in stored.items())
 
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
 
 
@@ -341,7 +341,7 @@ def test_truncated_bodies_are_retried_until_a_whole_one_arrives(
     sleeps: list[float] = []
     result = sync_once(config, "task", sleeps=sleeps)
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(sleeps) == 3
     assert result.fetched == TASKS
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
@@ -355,7 +355,7 @@ def test_truncated_bodies_beyond_the_attempts_fail_without_moving_the_watermark(
     demo.truncate_next(3, entity="task")
     result = sync_once(config, "task")
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "after 3 tries" in result.error
     assert "JSON" in result.error
@@ -374,7 +374,7 @@ def test_a_source_slower_than_the_timeout_is_retried(
     migrate_only(config)
     result = engine.sync_entity("task")
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(sleeps) == 1
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     errors = engine.metrics.registry.get_sample_value(
@@ -408,7 +408,7 @@ def test_postgres_restarted_mid_sync_reconnects_and_finishes(
         pg_cluster.start()  # whatever happened, leave a running server to the next test
 
     assert seen > 5
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert sleeps  # the reconnect's backoff, recorded instead of slept
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     assert result.watermark is not None and result.watermark > DATA_END
@@ -447,7 +447,7 @@ def test_postgres_down_across_the_first_reconnect_is_still_waited_for(
         pg_cluster.start()
 
     assert stopped.is_set()
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(sleeps) >= 2
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     assert watermark(pg_dsn, "task") == result.watermark
@@ -481,7 +481,7 @@ def test_a_session_killed_mid_upsert_is_retried_and_logged_with_the_servers_reas
     with structlog.testing.capture_logs() as logs:
         result = make_engine(config, sleeps=sleeps).sync_entity("task")
 
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     assert len(sleeps) == 1
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     [lost] = [e for e in logs if e["event"] == "sync.db_connection_lost"]
@@ -505,14 +505,14 @@ def test_postgres_gone_for_the_rest_of_the_run_fails_it_cleanly(
     with postgres_stopped_at_request(demo, pg_cluster, 5):
         result = make_engine(config, sleeps=sleeps).sync_entity("task")
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "\n" not in result.error
     assert "Traceback" not in capsys.readouterr().err
     assert watermark(pg_dsn, "task") is None
     assert missing_below_watermark(pg_dsn, demo, "task") == {}
     # The next run closes the orphaned `running` row (if any) and completes.
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     assert all(status != "running" for status, _ in run_statuses(pg_dsn))
 
@@ -526,7 +526,7 @@ def test_postgres_unreachable_for_the_whole_run_fails_with_a_clear_error(
     sleeps: list[float] = []
     result = make_engine(config, sleeps=sleeps).sync_entity("task")
 
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "database" in result.error
     assert "\n" not in result.error
@@ -547,7 +547,7 @@ def test_request_and_record_metrics_match_the_run(
     demo.fail_next(3, 500, entity="task")
     engine = make_engine(config)
     result = engine.sync_entity("task")
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
 
     def sample(name: str, **labels: str) -> float | None:
         return engine.metrics.registry.get_sample_value(name, {"entity": "task", **labels})
@@ -578,10 +578,10 @@ def test_a_run_end_the_database_could_not_take_is_recorded_by_the_next_run(
     engine = make_engine(config)
     with postgres_stopped_at_request(demo, pg_cluster, 5):
         first = engine.sync_entity("task")
-    assert first.status == "failed" and first.error is not None
+    assert first.outcome == "failed" and first.error is not None
     assert run_statuses(pg_dsn) == [("running", None)]  # its end could not be written
 
-    assert engine.sync_entity("task").status == "ok"
+    assert engine.sync_entity("task").outcome == "ok"
     assert run_statuses(pg_dsn) == [("failed", first.error), ("ok", None)]
 
 
@@ -614,8 +614,8 @@ def test_a_run_releases_its_lock_before_closing_its_connection(
     engine = make_engine(config)
     engine.connect = lambda: _connect_checked(config)  # type: ignore[method-assign]
     _LockCheckingConnection.held_at_close = []
-    assert engine.sync_entity("task").status == "ok"
-    assert engine.sync_entity("task").status == "ok"
+    assert engine.sync_entity("task").outcome == "ok"
+    assert engine.sync_entity("task").outcome == "ok"
     assert _LockCheckingConnection.held_at_close == [0, 0]
 
 

@@ -50,7 +50,7 @@ def test_a_trickling_source_times_out_at_source_timeout_for_the_whole_request(
         began = time.monotonic()
         result = sync_once(config, "task")
         took = time.monotonic() - began
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "no complete answer within 1s" in result.error
     assert len(source.requests) == 2  # both tries, each cut at its deadline
     assert took < 5, f"{took:.1f}s"
@@ -65,7 +65,7 @@ def test_a_page_far_larger_than_page_size_records_is_refused_as_it_arrives(
     with hostile_source(lambda query: Reply(huge)) as source:
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10)
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "more than 1,048,576 bytes (source.max_page_bytes)" in result.error
     assert len(source.requests) == 1
@@ -79,7 +79,7 @@ def test_a_gzip_bomb_is_refused_by_its_decompressed_size(
     with hostile_source(lambda query: Reply(bomb, headers=headers)) as source:
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10, max_page_bytes="4MiB")
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "more than 4,194,304 bytes" in result.error
 
 
@@ -92,7 +92,7 @@ def test_a_source_that_ignores_offset_fails_the_run_instead_of_paging_for_ever(
     with hostile_source(lambda query: same) as source:
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10)
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "offset" in result.error, result.error
     assert len(source.requests) <= 40
     assert watermark(pg_dsn, "task") is None
@@ -107,7 +107,7 @@ def test_a_source_that_ignores_offset_with_one_record_repeated_fails_too(
     with hostile_source(lambda query: same) as source:
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10)
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "does the source honour the offset" in result.error
     assert len(source.requests) <= 40
 
@@ -125,7 +125,7 @@ def test_a_source_with_new_records_at_every_request_is_bounded_by_the_rereads(
     with hostile_source(endless) as source:
         config = setup(tmp_path, pg_dsn, demo, source, page_size=10)
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None and "kept shifting" in result.error
     assert len(source.requests) <= 100
 
@@ -137,7 +137,7 @@ def test_a_body_nested_100000_deep_is_an_invalid_body_retried_not_a_crash(
     with hostile_source(lambda query: Reply(deep)) as source:
         config = setup(tmp_path, pg_dsn, demo, source)
         result = sync_once(config, "task")
-    assert result.status == "failed"
+    assert result.outcome == "failed"
     assert result.error is not None
     assert "not the expected JSON (cannot be decoded: nested deeper" in result.error
     assert "internal error" not in result.error
@@ -153,7 +153,7 @@ def test_a_page_whose_records_are_nested_100000_deep_is_one_reject_per_record(
     with hostile_source(first_page_only(deep)) as source:
         config = setup(tmp_path, pg_dsn, demo, source)
         result = sync_once(config, "task")
-    assert (result.status, result.rejected) == ("ok", 1), result
+    assert (result.outcome, result.rejected) == ("ok", 1), result
     assert watermark(pg_dsn, "task") is not None
 
 

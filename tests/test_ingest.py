@@ -456,7 +456,7 @@ def test_concurrent_pushes_and_a_sync_of_the_same_keys_keep_the_newest_version(
         sync_done = in_thread(sync)
         assert [join() for join in joins] == [[200, 200, 200]] * 4
         synced = sync_done()
-        assert (synced.status, synced.fetched) == ("ok", len(keys))
+        assert (synced.outcome, synced.fetched) == ("ok", len(keys))
 
     expected = {}
     for index, key in enumerate(keys):

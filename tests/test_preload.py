@@ -406,7 +406,7 @@ def test_chunks_are_local_month_starts_across_dst_changes(
         )
         worker, _ = preloader(config)
         result = worker.preload_entity("task")
-        assert result.status == "ok", result.error
+        assert result.outcome == "ok", result.error
 
         end = state(pg_dsn).end
         assert end is not None
@@ -737,7 +737,7 @@ def test_progress_ratio_moves_from_0_to_1_across_a_stop_and_a_resume(
             stop.set()
 
     first = worker.preload_entity("task", on_chunk=after_two)
-    assert first.status == "stopped", first.error
+    assert first.outcome == "stopped", first.error
     total = first.chunks_total
     assert total >= 5
     assert seen == [1 / total, 2 / total]
@@ -751,14 +751,14 @@ def test_progress_ratio_moves_from_0_to_1_across_a_stop_and_a_resume(
         on_chunk=lambda c, r: seen.append(progress_ratio(metrics)),
         on_page=pages.append,
     )
-    assert rest.status == "ok", rest.error
+    assert rest.outcome == "ok", rest.error
     assert sum(pages) == rest.fetched > 0  # told of each page as it commits
     assert seen == [k / total for k in range(3, total + 1)]
     assert progress_ratio(metrics) == 1.0
 
     worker, metrics = preloader(config)
     done = worker.preload_entity("task")
-    assert done.status == "ok" and done.chunks_done == 0
+    assert done.outcome == "ok" and done.chunks_done == 0
     assert progress_ratio(metrics) == 1.0
 
 
@@ -802,7 +802,7 @@ def test_a_crash_after_a_chunk_commits_still_leaves_that_chunk_recorded_ok(
 
     worker, _ = preloader(config)
     result = worker.preload_entity("task")
-    assert result.status == "ok", result.error
+    assert result.outcome == "ok", result.error
     final = state(pg_dsn)
     assert final.end is not None and final.done_to == final.end
     assert versions_in_db(pg_dsn, "task") == versions_in_source(small_demo, "task")

@@ -45,7 +45,7 @@ def test_rewind_moves_the_watermark_back_and_says_from_where(
     tmp_path: Path, pg_dsn: str, demo: DemoSource
 ) -> None:
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"])
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     before = watermark(pg_dsn, "task")
     assert before is not None
 
@@ -78,7 +78,7 @@ def test_moving_the_watermark_forward_takes_forward(
 ) -> None:
     """Forward skips every record in between: a typo must not do that silently."""
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"])
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     back = rewind(config.path, "task", "--to", REWIND_TO.isoformat())
     assert back.returncode == 0, back.stderr
     ahead = (REWIND_TO + timedelta(days=1)).isoformat()
@@ -107,7 +107,7 @@ def test_a_rewind_waits_for_the_run_in_progress_and_is_not_undone_by_it(
     """The run holds the entity's lock while it pages; the rewind waits for it, then
     wins: the run's own watermark commit comes first, the rewind after."""
     config = demo_setup(tmp_path, pg_dsn, demo, entities=["task"])
-    assert sync_once(config, "task").status == "ok"
+    assert sync_once(config, "task").outcome == "ok"
     held, release = threading.Event(), threading.Event()
 
     def hold_the_first_request(entity: str, params: dict[str, str]) -> None:
@@ -142,5 +142,5 @@ def test_a_rewind_waits_for_the_run_in_progress_and_is_not_undone_by_it(
         demo.on_request = None
     _, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, err
-    assert result and result[0].status == "ok"
+    assert result and result[0].outcome == "ok"
     assert watermark(pg_dsn, "task") == REWIND_TO

@@ -222,19 +222,19 @@ def _sync(config: Config, names: Sequence[str]) -> int:
     results = Engine(config, command_metrics(config)).sync_many(chosen)
     for result in results:
         print(sync_summary(result))
-    return EXIT_RUN_FAILED if any(r.status == RunOutcome.FAILED for r in results) else EXIT_OK
+    return EXIT_RUN_FAILED if any(r.outcome == RunOutcome.FAILED for r in results) else EXIT_OK
 
 
 def sync_summary(result: RunResult) -> str:
     """The line `syncd sync` prints for one entity's run."""
-    if result.status == RunOutcome.SKIPPED:
+    if result.outcome == RunOutcome.SKIPPED:
         return f"{result.entity}: skipped: another syncd instance is syncing it"
     counts = (
         f"{result.fetched} fetched, {result.written} written, {result.rejected} rejected, "
         f"watermark {result.watermark.isoformat() if result.watermark else '-'}, "
         f"{result.seconds:.1f}s"
     )
-    if result.status == RunOutcome.OK:
+    if result.outcome == RunOutcome.OK:
         return f"{result.entity}: ok: {counts}"
     return f"{result.entity}: failed: {result.error} ({counts})"
 

@@ -82,7 +82,7 @@ def run_preload(
             progress.close()
         signal.signal(signal.SIGINT, previous)
     print(preload_summary(result))
-    return EXIT_OK if result.status in (RunOutcome.OK, RunOutcome.SKIPPED) else EXIT_RUN_FAILED
+    return EXIT_OK if result.outcome in (RunOutcome.OK, RunOutcome.SKIPPED) else EXIT_RUN_FAILED
 
 
 def _stop_once(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
@@ -102,10 +102,10 @@ def preload_summary(result: PreloadResult) -> str:
         f"{result.chunks_done} chunks done of {result.chunks_total}, {result.fetched} fetched, "
         f"{result.written} written, {result.rejected} rejected, {result.seconds:.1f}s"
     )
-    if result.status == RunOutcome.SKIPPED:
+    if result.outcome == RunOutcome.SKIPPED:
         return f"{result.entity}: preload skipped: another syncd instance is preloading it"
-    if result.status == RunOutcome.OK:
+    if result.outcome == RunOutcome.OK:
         return f"{result.entity}: preload ok: {counts}"
-    if result.status == RunOutcome.STOPPED:
+    if result.outcome == RunOutcome.STOPPED:
         return f"{result.entity}: preload stopped: {counts}; run it again to continue"
     return f"{result.entity}: preload failed: {result.error} ({counts})"

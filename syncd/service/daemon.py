@@ -325,11 +325,11 @@ class Daemon:
             self.last_results[name] = result
         if not state.stopping:
             with state.scheduler_lock:
-                if result.status == RunOutcome.SKIPPED:  # another instance holds the lock
+                if result.outcome == RunOutcome.SKIPPED:  # another instance holds the lock
                     state.scheduler.skipped(name, self.clock(), self.wall())
                 else:
                     state.scheduler.finished(
-                        name, self.clock(), self.wall(), ok=result.status == RunOutcome.OK
+                        name, self.clock(), self.wall(), ok=result.outcome == RunOutcome.OK
                     )
         self.notifier.status(self._status_line())
 

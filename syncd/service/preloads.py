@@ -98,7 +98,7 @@ class PreloadThread:
             log.info(
                 "preload.pass_done",
                 entity=name,
-                status=result.status,
+                status=result.outcome,
                 chunks_done=result.chunks_done,
                 chunks_total=result.chunks_total,
                 error=result.error,

@@ -19,7 +19,7 @@ def status_summary(
     last_results: Mapping[str, RunResult],
 ) -> str:
     """E.g. "ready: 4 entities, 1 running, preloading task, failing: user"."""
-    failed = sorted(n for n, r in last_results.items() if r.status == RunOutcome.FAILED)
+    failed = sorted(n for n, r in last_results.items() if r.outcome == RunOutcome.FAILED)
     parts = [f"{prefix}: {entities} entities", f"{len(running)} running"]
     if preloading:
         parts.append(f"preloading {preloading}")

@@ -71,7 +71,7 @@ class Engine:
             result = self._locked_run(entity)
         result.seconds = time.monotonic() - started
         self.parts.recorder.count(result)
-        if result.status == RunOutcome.OK:
+        if result.outcome == RunOutcome.OK:
             self.metrics.last_success.labels(entity=name).set(time.time())
         return result
 
@@ -79,7 +79,7 @@ class Engine:
         result = RunResult(entity.name)
         session, error = self.parts.locks.open(incremental_lock(entity.name), entity.name)
         if session is None:
-            result.status, result.error = (
+            result.outcome, result.error = (
                 (RunOutcome.FAILED, error) if error else (RunOutcome.SKIPPED, None)
             )
             if error:

@@ -72,7 +72,7 @@ class PreloadPlan:
 @dataclass
 class PreloadResult:
     entity: str
-    status: RunOutcome = RunOutcome.FAILED  # ok: all chunks done
+    outcome: RunOutcome = RunOutcome.FAILED  # ok: all chunks done
     chunks_done: int = 0  # in this call
     chunks_total: int = 0
     fetched: int = 0
@@ -207,7 +207,7 @@ class Preloader:
                 if error:
                     result.error = error
                 else:
-                    result.status = RunOutcome.SKIPPED
+                    result.outcome = RunOutcome.SKIPPED
                     self.metrics.skipped.labels(entity=name).inc()
                 return result
             try:
@@ -236,7 +236,7 @@ class Preloader:
                 self.parts.locks.release(session)
         result.seconds = time.monotonic() - began
         if result.error:
-            result.status = RunOutcome.FAILED
+            result.outcome = RunOutcome.FAILED
         return result
 
     def _range_plan(
@@ -267,7 +267,7 @@ class Preloader:
         parts = self.parts
         for chunk in plan.remaining:
             if parts.stop.is_set():
-                result.status = RunOutcome.STOPPED
+                result.outcome = RunOutcome.STOPPED
                 return
             run = RunResult(entity.name, kind=RunKind.PRELOAD)
             run.run_id = self.runs.start_run(
@@ -299,7 +299,7 @@ class Preloader:
             self._set_ratio(plan)
             if on_chunk is not None:
                 on_chunk(chunk, run)
-        result.status = RunOutcome.OK
+        result.outcome = RunOutcome.OK
 
     def _chunk_done(self, entity: Entity, chunk: Span, run_id: int, *, advance: bool) -> OnCommit:
         """Committed with the chunk's last page: the chunk's `sync_time` row is `ok`

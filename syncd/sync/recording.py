@@ -98,7 +98,7 @@ class RunRecorder:
         the database cannot be reached, the end is kept for the entity's next run to
         record (see Unrecorded)."""
         assert result.run_id is not None
-        result.status = RunOutcome.FAILED if result.error else RunOutcome.OK
+        result.outcome = RunOutcome.FAILED if result.error else RunOutcome.OK
         reason = ""
         for _ in range(2):
             try:
@@ -113,11 +113,11 @@ class RunRecorder:
         else:
             log.error("sync.finish_unrecorded", error=reason)
             self.unrecorded.remember(result)
-        event = log.info if result.status == RunOutcome.OK else log.error
+        event = log.info if result.outcome == RunOutcome.OK else log.error
         event(
             "sync.finished",
             kind=result.kind,
-            status=result.status,
+            status=result.outcome,
             fetched=result.fetched,
             written=result.written,
             rejected=result.rejected,
@@ -127,8 +127,8 @@ class RunRecorder:
     def count(self, result: RunResult) -> None:
         """The run in the metrics: runs by outcome, duration; or one skip."""
         name = result.entity
-        if result.status == RunOutcome.SKIPPED:
+        if result.outcome == RunOutcome.SKIPPED:
             self.metrics.skipped.labels(entity=name).inc()
             return
-        self.metrics.runs.labels(entity=name, kind=result.kind, status=result.status).inc()
+        self.metrics.runs.labels(entity=name, kind=result.kind, status=result.outcome).inc()
         self.metrics.duration.labels(entity=name, kind=result.kind).observe(result.seconds)

@@ -24,7 +24,7 @@ class RunResult:
     """One run of one entity: one `sync_time` row (none when skipped)."""
 
     entity: str
-    status: RunOutcome = RunOutcome.FAILED  # until the run says otherwise
+    outcome: RunOutcome = RunOutcome.FAILED  # until the run says otherwise
     kind: RunKind = RunKind.INCREMENTAL
     run_id: int | None = None
     fetched: int = 0
