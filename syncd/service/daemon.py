@@ -49,6 +49,7 @@ from syncd.http.server import serve as serve_http
 from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
 from syncd.service.app import ServiceApp
+from syncd.service.context import ServiceContext
 from syncd.service.database import ServiceDatabase
 from syncd.service.events import (
     HANDLED_SIGNALS,
@@ -121,6 +122,16 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry, process=True)
         self.state = ServiceState(health=Health(heartbeat=clock()))
+        self.context = ServiceContext(
+            config_path=self.config_path,
+            environ=self.environ,
+            state=self.state,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            database=self.database,
+            clock=clock,
+            wall=wall,
+        )
         self.app = ServiceApp(self.state, self.inbox, self.database, clock, wall)
         self.preloads = PreloadThread(
             lambda: self.state.runtime,
@@ -189,30 +200,14 @@ class Daemon:
             self._shutdown(status)
 
     def _database_wait(self) -> DatabaseWait:
-        return DatabaseWait(
-            self.config_path,
-            self.environ,
-            state=self.state,
-            metrics=self.metrics,
-            notifier=self.notifier,
-            database=self.database,
-            inbox=self.inbox,
-            clock=self.clock,
-        )
+        return DatabaseWait(self.context, self.inbox)
 
     def _reloader(self) -> Reloader:
         return Reloader(
-            self.config_path,
-            self.environ,
-            state=self.state,
-            metrics=self.metrics,
-            notifier=self.notifier,
-            database=self.database,
+            self.context,
             engine_factory=self._engine_factory,
             stop=self.stop_syncs,
             preloads=self.preloads,
-            clock=self.clock,
-            wall=self.wall,
             status_line=self._status_line,
         )
 

@@ -9,7 +9,7 @@ and the refusal's log lines also serve a SIGHUP that comes before READY=1
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -23,10 +23,9 @@ from syncd.db.schema import PendingMigration
 from syncd.errors import ConfigError, SyncdError
 from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
-from syncd.service.database import ServiceDatabase
+from syncd.service.context import ServiceContext
 from syncd.service.preloads import PreloadThread
-from syncd.service.state import EngineFactory, Runtime, ServiceState
-from syncd.service.systemd import Notifier
+from syncd.service.state import EngineFactory, Runtime
 
 log = structlog.get_logger("syncd.service.reload")
 
@@ -74,31 +73,24 @@ class Reloader:
 
     def __init__(
         self,
-        config_path: str,
-        environ: Mapping[str, str],
+        context: ServiceContext,
         *,
-        state: ServiceState,
-        metrics: Metrics,
-        notifier: Notifier,
-        database: ServiceDatabase,
         engine_factory: EngineFactory,
         stop: threading.Event,
         preloads: PreloadThread,
-        clock: Callable[[], float],
-        wall: Callable[[], datetime],
         status_line: Callable[[str], str],
     ) -> None:
-        self._config_path = config_path
-        self._environ = environ
-        self._state = state
-        self._metrics = metrics
-        self._notifier = notifier
-        self._database = database
+        self._config_path = context.config_path
+        self._environ = context.environ
+        self._state = context.state
+        self._metrics = context.metrics
+        self._notifier = context.notifier
+        self._database = context.database
         self._engine_factory = engine_factory
         self._stop = stop
         self._preloads = preloads
-        self._clock = clock
-        self._wall = wall
+        self._clock = context.clock
+        self._wall = context.wall
         self._status_line = status_line
 
     def reload(self) -> None:

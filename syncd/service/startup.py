@@ -10,8 +10,6 @@ as it answers. Meanwhile the loop is not running, so this wait feeds the heartbe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
 import psycopg2
 import structlog
 
@@ -19,12 +17,10 @@ from syncd.config.loader import load_config
 from syncd.config.model import Config
 from syncd.db.connection import describe_db_error
 from syncd.errors import ConfigError
-from syncd.metrics import Metrics
-from syncd.service.database import ServiceDatabase
+from syncd.service.context import ServiceContext
 from syncd.service.events import Inbox, ReloadRequested, Signal, StopRequested
 from syncd.service.reload import adopt, log_config_problems
-from syncd.service.state import MAX_WAIT, ServiceState
-from syncd.service.systemd import Notifier
+from syncd.service.state import MAX_WAIT
 
 log = structlog.get_logger("syncd.service.startup")
 
@@ -32,26 +28,17 @@ DB_WAIT_MAX = 30.0  # seconds between tries while the database is not there at s
 
 
 class DatabaseWait:
-    def __init__(
-        self,
-        config_path: str,
-        environ: Mapping[str, str],
-        *,
-        state: ServiceState,
-        metrics: Metrics,
-        notifier: Notifier,
-        database: ServiceDatabase,
-        inbox: Inbox,
-        clock: Callable[[], float],
-    ) -> None:
-        self._config_path = config_path
-        self._environ = environ
-        self._state = state
-        self._metrics = metrics
-        self._notifier = notifier
-        self._database = database
+    """Waits for the database before READY=1 (see the module's docstring)."""
+
+    def __init__(self, context: ServiceContext, inbox: Inbox) -> None:
+        self._config_path = context.config_path
+        self._environ = context.environ
+        self._state = context.state
+        self._metrics = context.metrics
+        self._notifier = context.notifier
+        self._database = context.database
         self._inbox = inbox
-        self._clock = clock
+        self._clock = context.clock
 
     def until_prepared(self, config: Config) -> Config | None:
         """Migrate once the database answers; returns the configuration to start with
