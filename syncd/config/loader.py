@@ -9,8 +9,8 @@ secret environment variables are never echoed, and neither are DSNs or URLs
 
 The reading is layered, each layer in its own module: the YAML tree
 (`yaml_tree`), generic typed readers (`tree_reader`), syncd's kinds of value
-(`value_readers`), the `source` section (`source_readers`), the `entities`
-section (`entity_readers`); here, the file itself and the top-level sections.
+(`value_readers`), the `source` section (`source_section`), the `entities`
+section (`entity_section`); here, the file itself and the top-level sections.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from syncd.config.entity_readers import EntityReaders
+from syncd.config.entity_section import EntitySection
 from syncd.config.model import Config, Database, Http, SchedulerConfig, SourceConfig
+from syncd.config.source_section import SourceSection
+from syncd.config.value_readers import ValueReaders
 from syncd.config.yaml_tree import Node, compose
 from syncd.errors import ConfigError
 
@@ -78,22 +80,30 @@ _DATABASE_KEYS = ("dsn", "password_file", "schema")
 _HTTP_KEYS = ("listen", "api_key_file", "api_key_header", "max_body")
 
 
-class _Loader(EntityReaders):
-    """The whole syncd schema: the top-level sections on top of EntityReaders."""
+class _Loader(ValueReaders):
+    """The whole syncd schema: the top-level sections here, `source` and `entities` by
+    their own readers, all collecting problems in this one reader."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        super().__init__(file, environ)
+        self.sources = SourceSection(self)
+        self.entity_section = EntitySection(self, self.sources)
 
     def config(self, root: Node) -> Config | None:
         top = self.fields(root, "", _TOP_KEYS)
         if top is None:
             return None
         defaults = SourceConfig()
-        source = top.opt("source", lambda n, p: self.source(n, p, defaults), defaults)
+        source = top.opt("source", lambda n, p: self.sources.source(n, p, defaults), defaults)
         return Config(
             path=Path(self.file),
             database=top.req("database", self.database, Database(dsn="")),
             http=top.opt("http", self.http, Http()),
             source=source,
             scheduler=top.opt("scheduler", self.scheduler, SchedulerConfig()),
-            entities=top.req("entities", lambda n, p: self.entities(n, p, source), {}),
+            entities=top.req(
+                "entities", lambda n, p: self.entity_section.entities(n, p, source), {}
+            ),
         )
 
     def database(self, node: Node, path: str) -> Database | None:

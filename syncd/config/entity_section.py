@@ -24,9 +24,9 @@ from syncd.config.model import (
     SourceConfig,
     Window,
 )
-from syncd.config.source_readers import SourceReaders
+from syncd.config.source_section import SourceSection
 from syncd.config.tree_reader import Fields
-from syncd.config.value_readers import IDENTIFIER, IDENTIFIER_RULE
+from syncd.config.value_readers import IDENTIFIER, IDENTIFIER_RULE, ValueReaders
 from syncd.config.values import parse_calendar_step, parse_time_of_day, parse_zone
 from syncd.config.yaml_tree import Map, Node, Seq, is_null
 
@@ -50,20 +50,25 @@ _ENTITY_KEYS = (
 Columns = tuple[Column, ...]
 
 
-class EntityReaders(SourceReaders):
-    """SourceReaders plus the `entities` section."""
+class EntitySection:
+    """Reads the `entities` section, with the value readers it is given (which collect
+    the problems) and the `source` section's reader for each entity's own `source`."""
+
+    def __init__(self, read: ValueReaders, sources: SourceSection) -> None:
+        self.read = read
+        self.sources = sources
 
     def entities(self, node: Node, path: str, source: SourceConfig) -> dict[str, Entity] | None:
         if not isinstance(node, Map):
-            self.wrong_type(node, path, "a mapping of entity names to entities")
+            self.read.wrong_type(node, path, "a mapping of entity names to entities")
             return None
         if not node.entries:
-            self.problem(node.line, path, "declare at least one entity")
+            self.read.problem(node.line, path, "declare at least one entity")
         entities: dict[str, Entity] = {}
         for name, child in node.entries.items():
             if not _ENTITY_NAME.fullmatch(name):
                 rule = "lowercase letters, digits and _, starting with a letter"
-                self.problem(
+                self.read.problem(
                     child.line, f"{path}.{name}", f"{name!r} is not an entity name ({rule})"
                 )
             entities[name] = self.entity(name, child, f"{path}.{name}", source)
@@ -86,20 +91,22 @@ class EntityReaders(SourceReaders):
                 child = node.entries[name]
                 line = child.entries[key].line if isinstance(child, Map) else child.line
                 message = f"{value!r} is already used by entity {owners[value]}"
-                self.problem(line, f"entities.{name}.{key}", message)
+                self.read.problem(line, f"entities.{name}.{key}", message)
             elif value:
                 owners[value] = name
 
     def entity(self, name: str, node: Node, path: str, top_source: SourceConfig) -> Entity:
         placeholder = Entity(name, url="", table="", primary_key=(), columns=(), source=top_source)
-        fields = self.fields(node, path, _ENTITY_KEYS) if isinstance(node, Map) else None
+        fields = self.read.fields(node, path, _ENTITY_KEYS) if isinstance(node, Map) else None
         if fields is None:
-            self.wrong_type(node, path, "a mapping (url, table, primary_key, columns, ...)")
+            self.read.wrong_type(node, path, "a mapping (url, table, primary_key, columns, ...)")
             return placeholder
-        keep_raw = fields.opt("keep_raw", self.boolean, False)
+        keep_raw = fields.opt("keep_raw", self.read.boolean, False)
         # None when missing or broken: then primary_key and version_column are not matched.
         columns = fields.req("columns", lambda n, p: self.columns(n, p, keep_raw), None)
-        source = fields.opt("source", lambda n, p: self.source(n, p, top_source), top_source)
+        source = fields.opt(
+            "source", lambda n, p: self.sources.source(n, p, top_source), top_source
+        )
         tz = source.timezone  # config timestamps without an offset are in the source's zone
         preload = fields.opt("preload", lambda n, p: self.preload(n, p, tz), None)
         if preload is None and "preload" not in fields:
@@ -108,7 +115,7 @@ class EntityReaders(SourceReaders):
             self.check_start(fields)
         return Entity(
             name=name,
-            url=fields.req("url", self.url, ""),
+            url=fields.req("url", self.read.url, ""),
             table=fields.req("table", self.table, ""),
             primary_key=fields.req("primary_key", lambda n, p: self.primary_key(n, p, columns), ()),
             columns=columns or (),
@@ -134,27 +141,27 @@ class EntityReaders(SourceReaders):
         else:  # given (checked by `window`), or the window itself is broken (reported)
             return
         message = "missing required key (needed when preload is not enabled)"
-        self.problem(line, fields.key_path("window.initial_from"), message)
+        self.read.problem(line, fields.key_path("window.initial_from"), message)
 
     def table(self, node: Node, path: str) -> str | None:
-        value = self.identifier(node, path)
+        value = self.read.identifier(node, path)
         if value in _RESERVED_TABLES:
-            self.problem(node.line, path, f"{value!r} is one of syncd's own tables")
+            self.read.problem(node.line, path, f"{value!r} is one of syncd's own tables")
             return None
         return value
 
     def columns(self, node: Node, path: str, keep_raw: bool) -> Columns | None:
         if not isinstance(node, Map):
-            self.wrong_type(node, path, "a mapping of column names to {field, type}")
+            self.read.wrong_type(node, path, "a mapping of column names to {field, type}")
             return None
         if not node.entries:
-            self.problem(node.line, path, "declare at least one column")
+            self.read.problem(node.line, path, "declare at least one column")
         for name, spec in node.entries.items():
             if not IDENTIFIER.fullmatch(name):
-                self.problem(spec.line, f"{path}.{name}", f"{name!r} is not {IDENTIFIER_RULE}")
+                self.read.problem(spec.line, f"{path}.{name}", f"{name!r} is not {IDENTIFIER_RULE}")
             elif keep_raw and name == RAW_COLUMN:
                 message = f"{RAW_COLUMN!r} is reserved for the whole record when keep_raw is true"
-                self.problem(spec.line, f"{path}.{name}", message)
+                self.read.problem(spec.line, f"{path}.{name}", message)
         return tuple(
             self.column(name, spec, f"{path}.{name}") for name, spec in node.entries.items()
         )
@@ -162,42 +169,44 @@ class EntityReaders(SourceReaders):
     def column(self, name: str, node: Node, path: str) -> Column:
         # A column with problems still counts as declared, so that primary_key
         # and version_column are not also reported as naming an unknown column.
-        fields = self.fields(node, path, ("field", "type"))
+        fields = self.read.fields(node, path, ("field", "type"))
         if fields is None:
             return Column(name=name, field=(name,), type="")
         return Column(
             name=name,
-            field=fields.opt("field", self.dotted, (name,)),
+            field=fields.opt("field", self.read.dotted, (name,)),
             type=fields.req("type", self.column_type, ""),
         )
 
     def column_type(self, node: Node, path: str) -> str | None:
-        value = self.text(node, path)
+        value = self.read.text(node, path)
         if value is not None and value not in COLUMN_TYPES:
             expected = ", ".join(COLUMN_TYPES)
-            self.problem(node.line, path, f"{value!r} is not a type; expected one of {expected}")
+            self.read.problem(
+                node.line, path, f"{value!r} is not a type; expected one of {expected}"
+            )
             return None
         return value
 
     def declared(self, node: Node, path: str, columns: Columns | None) -> str | None:
         """The name of one of the columns (not checked when the columns are broken)."""
-        name = self.text(node, path)
+        name = self.read.text(node, path)
         if name is not None and columns is not None and name not in {c.name for c in columns}:
-            self.problem(node.line, path, f"{name!r} is not a declared column")
+            self.read.problem(node.line, path, f"{name!r} is not a declared column")
             return None
         return name
 
     def primary_key(self, node: Node, path: str, columns: Columns | None) -> tuple[str, ...] | None:
         if not isinstance(node, Seq):
-            self.wrong_type(node, path, "a list of column names")
+            self.read.wrong_type(node, path, "a list of column names")
             return None
         if not node.items:
-            self.problem(node.line, path, "name at least one column")
+            self.read.problem(node.line, path, "name at least one column")
         names: list[str] = []
         for index, item in enumerate(node.items):
             name = self.declared(item, f"{path}[{index}]", columns)
             if name in names:
-                self.problem(item.line, f"{path}[{index}]", f"{name!r} is named twice")
+                self.read.problem(item.line, f"{path}[{index}]", f"{name!r} is named twice")
             elif name is not None:
                 names.append(name)
         return tuple(names)
@@ -208,70 +217,70 @@ class EntityReaders(SourceReaders):
         if kind and kind not in VERSION_TYPES:  # "" = unknown (a broken column)
             expected = ", ".join(VERSION_TYPES)
             message = f"column {name!r} is {kind}; a version column must be {expected}"
-            self.problem(node.line, path, message)
+            self.read.problem(node.line, path, message)
             return None
         return name
 
     def schedule(self, node: Node, path: str) -> Schedule | None:
-        fields = self.fields(node, path, ("every", "at", "timezone"))
+        fields = self.read.fields(node, path, ("every", "at", "timezone"))
         if fields is None:
             return None
         given = [key for key in ("every", "at") if key in fields]
         if len(given) != 1:
-            self.problem(node.line, path, "give exactly one of every and at")
+            self.read.problem(node.line, path, "give exactly one of every and at")
             return None
         if given == ["every"]:
-            every = fields.opt("every", self.duration(positive=True), None)
+            every = fields.opt("every", self.read.duration(positive=True), None)
             if "timezone" in fields:
                 line = fields.entries["timezone"].line
-                self.problem(line, fields.key_path("timezone"), "only goes with at, not every")
+                self.read.problem(line, fields.key_path("timezone"), "only goes with at, not every")
             return Schedule(every=every)
         return Schedule(
             at=fields.opt("at", self.times, ()),
-            timezone=fields.opt("timezone", self.parsed(parse_zone), ZoneInfo("UTC")),
+            timezone=fields.opt("timezone", self.read.parsed(parse_zone), ZoneInfo("UTC")),
         )
 
     def times(self, node: Node, path: str) -> tuple[time, ...] | None:
         if not isinstance(node, Seq) or not node.items:
-            self.wrong_type(node, path, 'a list of times of day such as ["00:00", "12:00"]')
+            self.read.wrong_type(node, path, 'a list of times of day such as ["00:00", "12:00"]')
             return None
-        read = self.parsed(parse_time_of_day, self.text_as_written)
+        read = self.read.parsed(parse_time_of_day, self.read.text_as_written)
         times = [read(item, f"{path}[{index}]") for index, item in enumerate(node.items)]
         return tuple(sorted({t for t in times if t is not None}))
 
     def window(self, node: Node, path: str, tz: ZoneInfo) -> Window | None:
-        fields = self.fields(node, path, ("lookback", "lag", "max", "initial_from"))
+        fields = self.read.fields(node, path, ("lookback", "lag", "max", "initial_from"))
         if fields is None:
             return None
         default = Window()
         return Window(
-            lookback=fields.opt("lookback", self.duration(), default.lookback),
-            lag=fields.opt("lag", self.duration(), default.lag),
-            max=fields.opt("max", self.duration(positive=True), default.max),
-            initial_from=fields.opt("initial_from", self.timestamp(tz), None),
+            lookback=fields.opt("lookback", self.read.duration(), default.lookback),
+            lag=fields.opt("lag", self.read.duration(), default.lag),
+            max=fields.opt("max", self.read.duration(positive=True), default.max),
+            initial_from=fields.opt("initial_from", self.read.timestamp(tz), None),
         )
 
     def preload(self, node: Node, path: str, tz: ZoneInfo) -> Preload | None:
-        fields = self.fields(node, path, ("from", "chunk", "enabled"))
+        fields = self.read.fields(node, path, ("from", "chunk", "enabled"))
         if fields is None:
             return None
         # Writing a preload mapping means wanting a preload, unless it says otherwise.
-        enabled = fields.opt("enabled", self.boolean, True)
+        enabled = fields.opt("enabled", self.read.boolean, True)
         read_from = fields.req if enabled else fields.opt
         return Preload(
             enabled=enabled,
-            from_=read_from("from", self.timestamp(tz), None),
-            chunk=fields.opt("chunk", self.parsed(parse_calendar_step), Preload().chunk),
+            from_=read_from("from", self.read.timestamp(tz), None),
+            chunk=fields.opt("chunk", self.read.parsed(parse_calendar_step), Preload().chunk),
         )
 
     def ingest_path(self, node: Node, path: str) -> str | None:
-        value = self.text(node, path)
+        value = self.read.text(node, path)
         if value is None:
             return None
         if not value.startswith("/") or any(c.isspace() or c in "?#" for c in value):
-            self.problem(node.line, path, f"{value!r} is not a URL path starting with /")
+            self.read.problem(node.line, path, f"{value!r} is not a URL path starting with /")
             return None
         if is_builtin_path(value):
-            self.problem(node.line, path, f"{value!r} is one of syncd's own paths")
+            self.read.problem(node.line, path, f"{value!r} is one of syncd's own paths")
             return None
         return value
