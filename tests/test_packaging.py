@@ -1,8 +1,9 @@
 """What ships: the wheel holds the `syncd` package only, and `syncd`'s imports keep to
 its layers (docs/architecture.md).
 
-The layers, lowest first: the root modules (`syncd/*.py`: errors, logs, metrics, runs,
-...), `config`, `db`, `sync`, then `http` and `ingest` side by side, `service`, `cli`.
+The layers, lowest first: the root modules (`syncd/*.py`: errors, logs, metrics, runs),
+`columns`, `config`, `db`, `sync`, then `http` and `ingest` side by side, `service`,
+`cli`.
 A module imports only from its own package and from layers below its own; `http` and
 `ingest` import neither each other nor anything above; no two modules import each other,
 however indirectly. The development tools (`devtools`, `bench`) and `tests` are never

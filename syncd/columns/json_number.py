@@ -2,9 +2,9 @@
 
 `1.10`, `1e2` or `1e999` decode (see `syncd.sync.jsonrecords`) to `Number`s: floats
 that remember their text, so a text column stores what the source wrote (not `1.1`,
-`100.0` or `inf`) and a numeric column its exact value. It lives at the root because
-both the decoder (sync layer) and the column converters (`syncd.columns.converters`, which
-the configuration layer's registry of column types needs) use it.
+`100.0` or `inf`) and a numeric column its exact value. It lives in `columns`, below
+the sync layer, because both the decoder (sync layer) and the column converters
+(`syncd.columns.converters`) use it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ The one place a type is described (docs/configuration.md lists them for users):
   entity's `version_column`; then its place when the configuration lists the types
   a version column may have (timestamps first: the usual choice).
 
-It sits at the root, below every layer: the configuration validates type names and
-version columns with it, the database layer creates and formats columns with it,
-the sync layer converts values with it.
+It sits in `columns`, below every layer but the root modules: the configuration
+validates type names and version columns with it, the database layer creates and
+formats columns with it, the sync layer converts values with it.
 """
 
 from __future__ import annotations
