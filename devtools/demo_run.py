@@ -19,6 +19,7 @@ from pathlib import Path
 from devtools.demo_config import demo_config, dump
 from devtools.devcluster import Cluster, free_port
 from syncd import logs
+from syncd.metrics import disable_created_series
 from syncd.service.daemon import Daemon
 
 VAR = Path("var")
@@ -81,6 +82,7 @@ def main() -> int:
             "  Ctrl-C stops it all; the data stays in ./var\n",
             flush=True,
         )
+        disable_created_series()  # as `syncd run` does: process-wide, so here, not in Daemon
         return Daemon(str(config_path)).run()
     finally:
         demo.terminate()

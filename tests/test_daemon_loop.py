@@ -703,4 +703,6 @@ def test_a_bug_in_the_loop_is_logged_then_exits_one(
     crashed = events.index("daemon.crashed")
     assert logged[crashed]["exc_info"] is True
     assert events[crashed + 1 :] == ["daemon.stopped"]
+    stopped = logged[crashed + 1]
+    assert (stopped["log_level"], stopped["exit_status"]) == ("error", EXIT_RUN_FAILED)
     assert "syncd: internal error: RuntimeError: an injected bug" in capsys.readouterr().err
