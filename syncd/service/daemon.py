@@ -63,8 +63,8 @@ from syncd.service.events import (
     event_for_signal,
 )
 from syncd.service.preloads import PreloadThread
-from syncd.service.reload import Reloader, schedules
-from syncd.service.scheduler import Scheduler
+from syncd.service.reload import Reloader
+from syncd.service.scheduler import Scheduler, schedules
 from syncd.service.startup import DatabaseWait
 from syncd.service.state import MAX_WAIT, EngineFactory, Health, Runtime, ServiceState
 from syncd.service.summary import status_summary

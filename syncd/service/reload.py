@@ -17,7 +17,7 @@ import psycopg2
 import structlog
 
 from syncd.config.loader import load_config
-from syncd.config.model import Config, Schedule
+from syncd.config.model import Config
 from syncd.db.connection import database_failure, describe_db_error
 from syncd.db.schema import PendingMigration
 from syncd.errors import ConfigError, SyncdError
@@ -25,6 +25,7 @@ from syncd.ingest.ingestor import Ingestor
 from syncd.metrics import Metrics
 from syncd.service.context import ServiceContext
 from syncd.service.preloads import PreloadThread
+from syncd.service.scheduler import schedules
 from syncd.service.state import EngineFactory, Runtime
 
 log = structlog.get_logger("syncd.service.reload")
@@ -153,8 +154,3 @@ class Reloader:
         reason = refusal_reason(exc, self._config_path)
         self._metrics.config_reload_ok.set(0)
         self._notifier.ready(f"reload refused, old config kept: {reason}")
-
-
-def schedules(config: Config) -> dict[str, Schedule]:
-    """Each entity's schedule, as the scheduler takes them."""
-    return {name: entity.schedule for name, entity in config.entities.items()}

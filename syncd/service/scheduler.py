@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from syncd.config.model import Schedule
+from syncd.config.model import Config, Schedule
 from syncd.service.triggers import DailyTrigger, IntervalTrigger, trigger_for
 
 
@@ -185,6 +185,11 @@ class _DailyJob(_Job):
             return 0.0
         after = wall if self.ran_for is None else max(wall, self.ran_for)
         return (self.trigger.next_after(after) - wall).total_seconds()
+
+
+def schedules(config: Config) -> dict[str, Schedule]:
+    """Each entity's schedule, as the scheduler takes them."""
+    return {name: entity.schedule for name, entity in config.entities.items()}
 
 
 def _new_job(name: str, schedule: Schedule) -> _Job:

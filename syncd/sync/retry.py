@@ -40,12 +40,10 @@ class RetryPolicy:
         """Whether an answer with HTTP `status` (not 200) is worth another try."""
         return status >= 500 or status in (408, 429)
 
-    def should_retry(self, attempt: int, status: int | None = None) -> bool:
-        """Whether try number `attempt` (from 1), which failed, gets another. `status`
-        is the HTTP answer, None when there was none (a timeout, a lost connection)
-        or its body was not the expected JSON: those are always worth one more."""
-        if status is not None and not self.retryable_status(status):
-            return False
+    def should_retry(self, attempt: int) -> bool:
+        """Whether try number `attempt` (from 1), which failed in a retryable way (see
+        `retryable_status`; a timeout, a lost connection or a body that is not the
+        expected JSON always is), gets another."""
         return attempt < self.attempts
 
     def delay(self, attempt: int, retry_after: float | None = None, jitter: float = 0.5) -> float:
