@@ -68,7 +68,7 @@ from psycopg2.extensions import cursor as Cursor
 
 import syncd.db.store
 import syncd.sync.paging
-import syncd.sync.pieces
+import syncd.sync.span_writer
 from bench.ceiling import (
     Ceiling,
     Comparison,
@@ -475,7 +475,7 @@ def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
 # --- where the time goes: one in-process run with timers ------------------------------------
 #
 # The engine runs unchanged; the timers come in as subclasses of what it builds
-# (patched into syncd.sync.pieces for the run), as wrappers of syncd.sync.paging's anchor
+# (patched into syncd.sync.span_writer for the run), as wrappers of syncd.sync.paging's anchor
 # functions, as a stand-in for the writer's cursor inside EntityStore.upsert, and by
 # overriding some private methods (SourceClient._read, EntityStore._copy and
 # _execute, Prefetched._put): `check_timers` fails the benchmark if one of them
@@ -707,9 +707,9 @@ def timed_engine_parts(
     find_anchor = timed_calls(timers, "anchors", syncd.sync.paging._find_anchor)
     anchors = timed_calls(timers, "anchors", syncd.sync.paging._anchors)
     with (
-        mock.patch.object(syncd.sync.pieces, "RowBuilder", row_builder),
-        mock.patch.object(syncd.sync.pieces, "EntityStore", store),
-        mock.patch.object(syncd.sync.pieces, "Prefetched", prefetched),
+        mock.patch.object(syncd.sync.span_writer, "RowBuilder", row_builder),
+        mock.patch.object(syncd.sync.span_writer, "EntityStore", store),
+        mock.patch.object(syncd.sync.span_writer, "Prefetched", prefetched),
         mock.patch.object(syncd.sync.paging, "_find_anchor", find_anchor),
         mock.patch.object(syncd.sync.paging, "_anchors", anchors),
     ):

@@ -100,7 +100,7 @@ class Ingestor:
         self.config = config
         self.migration = migration  # done by the first push that reaches the database
         self.metrics = metrics
-        self.runs = SyncLog(config.database.schema)  # syncd's tables
+        self.run_log = SyncLog(config.database.schema)  # syncd's tables
         self._pool = ConnectionPool(config.database, max_connections)
         self._builders = {name: RowBuilder(entity) for name, entity in config.entities.items()}
         self._stores = {
@@ -188,7 +188,9 @@ class Ingestor:
                     if self.migration is not None:
                         self.migration.ensure(conn, entity.name)
                     if run.id is None:
-                        run.id = self.runs.start_run(conn, entity.name, RunKind.INGEST, None, None)
+                        run.id = self.run_log.start_run(
+                            conn, entity.name, RunKind.INGEST, None, None
+                        )
                         structlog.contextvars.bind_contextvars(run_id=run.id)
                     return self._transaction(conn, entity, prepared, run.id)
                 except psycopg2.Error as exc:
@@ -221,11 +223,11 @@ class Ingestor:
                 upserted = store.upsert(cur, prepared.pairs[start : start + BATCH_ROWS])
                 changed += upserted.written
                 rejects.extend(upserted.rejects)
-            self.runs.add_rejects(cur, entity.name, run_id, rejects)
-            self.runs.add_counts(cur, run_id, prepared.received, changed, len(rejects))
+            self.run_log.add_rejects(cur, entity.name, run_id, rejects)
+            self.run_log.add_counts(cur, run_id, prepared.received, changed, len(rejects))
         # finish_run's UPDATE joins the open transaction and its commit commits it all:
         # rows, rejects, counts and `ok` land together or not at all.
-        self.runs.finish_run(conn, run_id, None)
+        self.run_log.finish_run(conn, run_id, None)
         return changed, len(rejects) - len(prepared.rejects)
 
     def _reconnect(self, conn: Connection, run: _Run) -> Connection:
@@ -246,9 +248,9 @@ class Ingestor:
         try:
             if conn.closed:
                 with contextlib.closing(self._pool.connect()) as fresh:
-                    self.runs.finish_run(fresh, run_id, error)
+                    self.run_log.finish_run(fresh, run_id, error)
             else:
-                self.runs.finish_run(conn, run_id, error)
+                self.run_log.finish_run(conn, run_id, error)
         except psycopg2.Error as exc:
             log.error("ingest.failure_unrecorded", error=describe_db_error(exc))
 

@@ -6,7 +6,7 @@
 2. Read the watermark (on the very first run of an entity with preload, pin the
    preload's end E and start there); plan the window in pieces of at most
    `window.max` (windows.py).
-3. Read each piece (pieces.py); the watermark moves to the piece's end in the
+3. Read each piece (span_writer.py); the watermark moves to the piece's end in the
    transaction of its last page.
 4. Log the run's end in `sync_time`.
 """
@@ -29,10 +29,10 @@ from syncd.errors import SyncdError
 from syncd.metrics import Metrics
 from syncd.runs import RunKind
 from syncd.sync.locking import LockedSession
-from syncd.sync.pieces import OnCommit
+from syncd.sync.parts import RunOptions, RunParts
 from syncd.sync.recording import errors_into
 from syncd.sync.results import RunOutcome, RunResult
-from syncd.sync.runner import RunOptions, RunParts
+from syncd.sync.span_writer import OnCommit
 from syncd.sync.spans import Span, iso
 from syncd.sync.windows import SourceTime, plan_pieces
 
@@ -53,7 +53,7 @@ class Engine:
         self.client = self.parts.client
         self.migration = self.parts.migration
         self.unrecorded = self.parts.recorder.unrecorded
-        self.runs = self.parts.runs  # syncd's tables
+        self.run_log = self.parts.run_log  # syncd's tables
 
     def connect(self) -> Connection:
         return connect(self.config.database)
@@ -107,7 +107,7 @@ class Engine:
             pieces = plan_pieces(start, parts.now(), entity.window, source_time)
             window_from = pieces[0].start if pieces else None
             window_to = pieces[-1].end if pieces else None
-            result.run_id = self.runs.start_run(
+            result.run_id = self.run_log.start_run(
                 session.conn, entity.name, RunKind.INCREMENTAL, window_from, window_to
             )
         except psycopg2.Error as exc:
@@ -119,7 +119,7 @@ class Engine:
             log.info("sync.started", window_from=iso(window_from), window_to=iso(window_to))
             with errors_into(result):
                 for piece in pieces:
-                    complete = parts.pieces.write(
+                    complete = parts.writer.write(
                         session, entity, result, piece, self._move_watermark(entity, piece)
                     )
                     if not complete:
@@ -133,7 +133,7 @@ class Engine:
 
     def _move_watermark(self, entity: Entity, piece: Span) -> OnCommit:
         def move(cur: Cursor) -> None:
-            self.runs.set_watermark(cur, entity.name, piece.end)
+            self.run_log.set_watermark(cur, entity.name, piece.end)
 
         return move
 
@@ -142,10 +142,10 @@ class Engine:
     ) -> datetime | None:
         """The committed watermark, creating the entity's state on its first run."""
         with conn.cursor() as cur:
-            watermark = self.runs.watermark(cur, entity.name)
+            watermark = self.run_log.watermark(cur, entity.name)
             if watermark is None and entity.preload.enabled:
                 # Incremental sync starts where the preload ends (E): no gap between them.
                 now = source_time.truncate(self.parts.now())
-                watermark = self.runs.pin_preload_end(cur, entity.name, now)
+                watermark = self.run_log.pin_preload_end(cur, entity.name, now)
         conn.commit()
         return watermark

@@ -38,10 +38,10 @@ from syncd.metrics import Metrics
 from syncd.runs import RunKind
 from syncd.sync.chunks import chunks_done, plan_chunks
 from syncd.sync.locking import LockedSession
-from syncd.sync.pieces import OnCommit, OnPage
+from syncd.sync.parts import RunOptions, RunParts
 from syncd.sync.recording import errors_into
 from syncd.sync.results import RunOutcome, RunResult
-from syncd.sync.runner import RunOptions, RunParts
+from syncd.sync.span_writer import OnCommit, OnPage
 from syncd.sync.spans import Span, iso
 from syncd.sync.windows import SourceTime
 
@@ -150,7 +150,7 @@ class Preloader:
         self.metrics = metrics
         # `connect` is looked up at each use: tests replace it.
         self.parts = RunParts.build(config, metrics, connect=lambda: self.connect(), **options)
-        self.runs = self.parts.runs  # syncd's tables
+        self.run_log = self.parts.run_log  # syncd's tables
 
     def connect(self) -> Connection:
         return connect(self.config.database)
@@ -166,10 +166,10 @@ class Preloader:
         source_time = SourceTime.of(entity)
         start = source_time.truncate(preload.from_)
         with conn.cursor() as cur:
-            end = self.runs.pin_preload_end(
+            end = self.run_log.pin_preload_end(
                 cur, entity.name, source_time.truncate(self.parts.now()), entity.window.initial_from
             )
-            done_to = self.runs.begin_preload(cur, entity.name, start)
+            done_to = self.run_log.begin_preload(cur, entity.name, start)
         conn.commit()
         plan = progress_of(entity, end, done_to)
         assert plan is not None  # enabled, with a `from`, and E pinned
@@ -178,7 +178,7 @@ class Preloader:
     def progress(self, conn: Connection, entity: Entity) -> PreloadPlan | None:
         """Where the configured preload stands, changing nothing."""
         with conn.cursor() as cur:
-            state = self.runs.preload_state(cur, entity.name)
+            state = self.run_log.preload_state(cur, entity.name)
         conn.rollback()
         return progress_of(entity, *state)
 
@@ -245,7 +245,7 @@ class Preloader:
         source_time = SourceTime.of(entity)
         if end is None:
             with conn.cursor() as cur:
-                pinned, _, _ = self.runs.preload_state(cur, entity.name)
+                pinned, _, _ = self.run_log.preload_state(cur, entity.name)
             conn.rollback()
             end = pinned or self.parts.now()
         first, last = source_time.truncate(start), source_time.truncate(end)
@@ -270,7 +270,7 @@ class Preloader:
                 result.outcome = RunOutcome.STOPPED
                 return
             run = RunResult(entity.name, kind=RunKind.PRELOAD)
-            run.run_id = self.runs.start_run(
+            run.run_id = self.run_log.start_run(
                 session.conn, entity.name, RunKind.PRELOAD, chunk.start, chunk.end
             )
             on_commit = self._chunk_done(entity, chunk, run.run_id, advance=plan.end is not None)
@@ -282,7 +282,7 @@ class Preloader:
                     chunk_to=chunk.end.isoformat(),
                 )
                 with errors_into(run):
-                    if not parts.pieces.write(session, entity, run, chunk, on_commit, on_page):
+                    if not parts.writer.write(session, entity, run, chunk, on_commit, on_page):
                         run.error = "stopped before the chunk was complete"
                 parts.recorder.finish(session, run)
             run.seconds = time.monotonic() - began
@@ -308,9 +308,9 @@ class Preloader:
         progress moves to the chunk's end (a range by hand moves no progress)."""
 
         def done(cur: Cursor) -> None:
-            self.runs.mark_ok(cur, run_id)
+            self.run_log.mark_ok(cur, run_id)
             if advance:
-                self.runs.set_preload_done_to(cur, entity.name, chunk.end)
+                self.run_log.set_preload_done_to(cur, entity.name, chunk.end)
 
         return done
 

@@ -26,7 +26,7 @@ class Unrecorded:
     """Ends of runs that could not be written to `sync_time` (the database was gone
     for longer than the reconnect tries). The entity's next run of the same kind
     writes them, so the run keeps its real error instead of being called interrupted.
-    Shared by the runners of one process (a reload passes it on)."""
+    Shared by the engines of one process (a reload passes it on)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -73,12 +73,12 @@ class RunRecorder:
 
     def __init__(
         self,
-        runs: SyncLog,
+        run_log: SyncLog,
         metrics: Metrics,
         connect: Callable[[], Connection],
         unrecorded: Unrecorded | None = None,
     ) -> None:
-        self.runs = runs
+        self.run_log = run_log
         self.metrics = metrics
         self.connect = connect
         self.unrecorded = unrecorded or Unrecorded()
@@ -88,7 +88,7 @@ class RunRecorder:
         rows interrupted (SyncLog.close_interrupted: call it holding the lock of that
         kind of run); returns how many were interrupted."""
         ends = self.unrecorded.of(entity, kind)
-        count = self.runs.close_interrupted(conn, entity, kind, ends)
+        count = self.run_log.close_interrupted(conn, entity, kind, ends)
         self.unrecorded.forget(ends)
         return count
 
@@ -105,7 +105,7 @@ class RunRecorder:
                 if session.conn.closed:
                     session.conn = self.connect()
                 session.conn.rollback()
-                self.runs.finish_run(session.conn, result.run_id, result.error)
+                self.run_log.finish_run(session.conn, result.run_id, result.error)
                 break
             except psycopg2.Error as exc:
                 close_quietly(session.conn)

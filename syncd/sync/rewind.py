@@ -41,7 +41,7 @@ def rewind(
     target = SourceTime.of(entity).truncate(to)
     if target > now():
         raise UsageError(f"--to {target.isoformat()} is in the future")
-    runs = SyncLog(config.database.schema)
+    run_log = SyncLog(config.database.schema)
     lock = incremental_lock(name)
     conn = connect(config.database)
     try:
@@ -55,7 +55,7 @@ def rewind(
             sleep(POLL)
         try:
             with conn.cursor() as cur:
-                old = runs.watermark(cur, name)
+                old = run_log.watermark(cur, name)
                 if old is None:
                     raise UsageError(
                         f"{name} has no watermark yet: nothing to rewind (its first run "
@@ -67,7 +67,7 @@ def rewind(
                         "moving it forward skips every record in between (--forward to "
                         "do it anyway)"
                     )
-                runs.rewind_watermark(cur, name, target)
+                run_log.rewind_watermark(cur, name, target)
             conn.commit()
         finally:
             conn.rollback()

@@ -2,7 +2,7 @@
 
 An incremental run cuts its window into spans of at most `window.max` (windows.py);
 a preload cuts its range into calendar chunks (chunks.py). Both are read the same
-way, page by page, by the piece writer (pieces.py), so they share this one type.
+way, page by page, by the span writer (span_writer.py), so they share this one type.
 """
 
 from __future__ import annotations

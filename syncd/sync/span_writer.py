@@ -1,4 +1,4 @@
-"""The piece writer: reads one span of source time page by page into the entity's
+"""The span writer: reads one span of source time page by page into the entity's
 table, and why it is safe to die at any instant.
 
 Pages come through the drift-safe pager (paging.py), one page ahead in a worker
@@ -46,7 +46,7 @@ from syncd.sync.source import SourceClient
 from syncd.sync.spans import Span
 from syncd.sync.windows import SourceTime
 
-log = structlog.get_logger("syncd.sync.pieces")
+log = structlog.get_logger("syncd.sync.span_writer")
 
 DB_ATTEMPTS = 4  # tries of one span when the database connection is lost
 DB_BACKOFF = 1.0  # seconds, doubled after each lost connection
@@ -67,7 +67,7 @@ class Batch:
     written: int = 0  # set once upserted
 
 
-class PieceWriter:
+class SpanWriter:
     """Reads spans of an entity's source into its table, for runs of every kind."""
 
     def __init__(
@@ -75,7 +75,7 @@ class PieceWriter:
         config: Config,
         metrics: Metrics,
         client: SourceClient,
-        runs: SyncLog,
+        run_log: SyncLog,
         locks: RunLocks,
         *,
         sleep: Callable[[float], None],
@@ -84,7 +84,7 @@ class PieceWriter:
         self.config = config
         self.metrics = metrics
         self.client = client
-        self.runs = runs
+        self.run_log = run_log
         self.locks = locks
         self.sleep = sleep
         self.stop = stop
@@ -161,8 +161,8 @@ class PieceWriter:
             upserted = store.upsert(cur, batch.pairs)
             batch.written = upserted.written
             batch.rejects.extend(upserted.rejects)
-            self.runs.add_rejects(cur, entity.name, run_id, batch.rejects)
-            self.runs.add_counts(cur, run_id, batch.fetched, batch.written, len(batch.rejects))
+            self.run_log.add_rejects(cur, entity.name, run_id, batch.rejects)
+            self.run_log.add_counts(cur, run_id, batch.fetched, batch.written, len(batch.rejects))
 
         def committed(batch: Batch) -> None:
             self._count(entity, result, batch)

@@ -5,7 +5,7 @@
   whole run, taken again after a reconnect;
 - `RunRecorder` (recording.py): the run's `sync_time` row, its one-line error, its
   end written even across a lost connection, its metrics;
-- `PieceWriter` (pieces.py): one span of source time read page by page, each page
+- `SpanWriter` (span_writer.py): one span of source time read page by page, each page
   committed, the last one with the span's commit hook.
 
 An incremental run (incremental.py) and a preload (preload.py) differ only in what
@@ -27,9 +27,9 @@ from syncd.db.runlog import SyncLog
 from syncd.db.schema import PendingMigration
 from syncd.metrics import Metrics
 from syncd.sync.locking import RunLocks
-from syncd.sync.pieces import PieceWriter
 from syncd.sync.recording import RunRecorder, Unrecorded
 from syncd.sync.source import SourceClient
+from syncd.sync.span_writer import SpanWriter
 
 
 def utc_now() -> datetime:
@@ -50,16 +50,16 @@ class RunOptions(TypedDict, total=False):
 
 @dataclass
 class RunParts:
-    """What a runner needs; side effects (the clock, sleeping, the source, the
+    """What a run needs; side effects (the clock, sleeping, the source, the
     database) come in through `build`'s arguments, so tests can replace them."""
 
     config: Config
     metrics: Metrics
     client: SourceClient
-    runs: SyncLog  # syncd's tables (the database's run log, not a logger)
+    run_log: SyncLog  # syncd's tables (the database's run log, not a logger)
     locks: RunLocks
     recorder: RunRecorder
-    pieces: PieceWriter
+    writer: SpanWriter
     now: Callable[[], datetime]
     stop: threading.Event
     migration: PendingMigration | None
@@ -83,16 +83,16 @@ class RunParts:
         client = client or SourceClient(
             observe=metrics.observe_request, sleep=stop.wait, should_stop=stop.is_set
         )
-        runs = SyncLog(config.database.schema)
+        run_log = SyncLog(config.database.schema)
         locks = RunLocks(connect, migration)
         return cls(
             config=config,
             metrics=metrics,
             client=client,
-            runs=runs,
+            run_log=run_log,
             locks=locks,
-            recorder=RunRecorder(runs, metrics, connect, unrecorded),
-            pieces=PieceWriter(config, metrics, client, runs, locks, sleep=sleep, stop=stop),
+            recorder=RunRecorder(run_log, metrics, connect, unrecorded),
+            writer=SpanWriter(config, metrics, client, run_log, locks, sleep=sleep, stop=stop),
             now=now,
             stop=stop,
             migration=migration,
