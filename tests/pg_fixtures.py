@@ -15,7 +15,9 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg2
 import pytest
 
 from devtools.devcluster import Cluster, DevClusterError, free_port
@@ -67,3 +69,13 @@ def pg_dsn(pg_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         yield dsn
     finally:
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[Any]:
+    """A psycopg2 connection to this test's database, closed afterwards."""
+    connection = psycopg2.connect(pg_dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()

@@ -5,11 +5,9 @@ format_type(), and that COPY text and a bound parameter store the same value).""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
@@ -67,12 +65,8 @@ def test_an_unknown_name_is_not_a_type() -> None:
 
 
 @pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Any]:
-    connection = psycopg2.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(pg_conn: Any) -> Any:
+    return pg_conn
 
 
 @pytest.mark.parametrize("name", COLUMN_TYPES)

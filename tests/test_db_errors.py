@@ -4,7 +4,6 @@ code sees in production."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -20,12 +19,8 @@ from syncd.db.store import _refused_for_a_row
 
 
 @pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Any]:
-    connection = psycopg2.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(pg_conn: Any) -> Any:
+    return pg_conn
 
 
 def raised(conn: Any, sqlstate: str) -> psycopg2.Error:

@@ -3,11 +3,10 @@ against a real PostgreSQL: the update rule, counts, rejects and no needless writ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg2
 import pytest
 
 from syncd.columns.converters import JsonText
@@ -42,12 +41,8 @@ def make_entity(**overrides: Any) -> Entity:
 
 
 @pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Any]:
-    connection = psycopg2.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(pg_conn: Any) -> Any:
+    return pg_conn
 
 
 def setup(conn: Any, entity: Entity) -> EntityStore:
