@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 
 from syncd import __version__
-from syncd.runs import FINAL_STATUSES, RunKind
+from syncd.runs import FINAL_STATUSES, RunKind, SkipReason
 
 KINDS = tuple(RunKind)
 RUN_STATUSES = FINAL_STATUSES  # a run is counted when it ends
@@ -58,8 +58,9 @@ class Metrics:
         )
         self.skipped = Counter(
             "syncd_sync_skipped",
-            "Runs skipped because another instance held the entity's lock.",
-            ["entity"],
+            "Scheduled runs that did nothing: another instance held the entity's lock"
+            " (reason=locked) or had already run it in this interval or slot (served).",
+            ["entity", "reason"],
             registry=registry,
         )
         self.fetched = Counter(
@@ -140,7 +141,9 @@ class Metrics:
                 for status in RUN_STATUSES:
                     self.runs.labels(entity=entity, kind=kind, status=status)
                 self.duration.labels(entity=entity, kind=kind)
-            for family in (self.skipped, self.fetched, self.written, self.rejected):
+            for reason in SkipReason:
+                self.skipped.labels(entity=entity, reason=reason)
+            for family in (self.fetched, self.written, self.rejected):
                 family.labels(entity=entity)
             self.request_duration.labels(entity=entity)
             # A series from the start (code 200, at 0) so rate() has a starting point.
@@ -159,8 +162,9 @@ class Metrics:
             self.duration.remove(entity, kind)
         for code in self._codes.pop(entity, set()):
             self.requests.remove(entity, code)
+        for reason in SkipReason:
+            self.skipped.remove(entity, reason)
         for family in (
-            self.skipped,
             self.fetched,
             self.written,
             self.rejected,

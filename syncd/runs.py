@@ -32,3 +32,11 @@ def sql_values(members: type[StrEnum]) -> str:
     """`'a', 'b'`: the members as SQL string literals, for a CHECK (... IN (...)).
     The values are our own constants (plain lowercase words), never input."""
     return ", ".join(f"'{member.value}'" for member in members)
+
+
+class SkipReason(StrEnum):
+    """Why a scheduled run did nothing (no `sync_time` row): the `reason` label of
+    `syncd_sync_skipped_total`. With several instances both are normal."""
+
+    LOCKED = "locked"  # another process is running the entity now (its advisory lock)
+    SERVED = "served"  # another instance already ran it in this interval or `at` slot

@@ -35,11 +35,12 @@ from devtools.demo_config import demo_config, dump
 from syncd import logs
 from syncd.cli import main as cli
 from syncd.config.model import Config, Http
+from syncd.db.schedule_state import MANUAL, Due
 from syncd.db.schema import PendingMigration
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED
 from syncd.http.server import App, Unavailable
 from syncd.metrics import Metrics
-from syncd.runs import RunKind, RunStatus
+from syncd.runs import RunKind, RunStatus, SkipReason
 from syncd.service import daemon as daemon_module
 from syncd.service.daemon import Daemon
 from syncd.service.database import ServiceDatabase
@@ -154,6 +155,8 @@ class Runs:
         self._outcomes: dict[str, RunOutcome] = {}
         self._closing = False  # from now on every run ends ok at once
         self.calls: list[tuple[str, frozenset[str]]] = []  # entity, the engine's entities
+        self.turns: list[tuple[str, Due]] = []  # entity, the turn its run claimed
+        self.next_in: dict[str, float] = {}  # a skip as served: seconds to the next turn
 
     def run(self, engine: Engine, name: str) -> RunResult:
         with self._cond:
@@ -163,7 +166,12 @@ class Runs:
             self._cond.wait_for(lambda: name in self._outcomes or self._closing)
             self._in_run.discard(name)
             status = self._outcomes.pop(name, RunOutcome.OK)
-        return RunResult(name, status, error="it failed" if status == RunOutcome.FAILED else None)
+            next_in = self.next_in.pop(name, None) if status == RunOutcome.SKIPPED else None
+        result = RunResult(name, status, error="it failed" if status == RunOutcome.FAILED else None)
+        if status == RunOutcome.SKIPPED:
+            result.skip_reason = SkipReason.SERVED if next_in is not None else SkipReason.LOCKED
+            result.next_in = next_in
+        return result
 
     def wait_running(self, *names: str) -> None:
         with self._cond:
@@ -195,7 +203,8 @@ class FakeEngine(Engine):
         super().__init__(config, metrics, **kwargs)
         self._runs = runs
 
-    def sync_entity(self, name: str) -> RunResult:
+    def sync_entity(self, name: str, due: Due = MANUAL) -> RunResult:
+        self._runs.turns.append((name, due))
         result = self._runs.run(self, name)
         self.parts.recorder.count(result)  # as Engine.sync_entity does: the metrics of the run
         return result
@@ -503,6 +512,29 @@ def test_readyz_checks_the_database_at_most_once_per_ready_cache(
 # --- how a run ended --------------------------------------------------------------------
 
 
+def test_a_turn_served_by_another_instance_moves_the_next_run_to_its_cadence(
+    make: Callable[..., Harness],
+) -> None:
+    """The shared schedule: each scheduled run claims its interval (manual ones are
+    marked so); skipped as served, the next try is when the other instance's interval
+    ends, not one whole local interval later."""
+    h = make({"task": "60s"})
+    started(h)
+    h.runs.wait_running("task")
+    assert h.runs.turns == [("task", Due(interval=60.0))]
+    h.runs.next_in["task"] = 20.0  # another instance started it 40 s ago
+    h.end("task", RunOutcome.SKIPPED)
+    assert h.sample("syncd_sync_skipped_total", entity="task", reason="served") == 1
+    h.advance_to(15.0)
+    assert h.running() == {}
+    h.advance_to(20.0)
+    assert h.running() == {"task": 20.0}
+    h.end("task", RunOutcome.OK)
+    assert h.app.trigger("task")
+    h.runs.wait_running("task")
+    assert h.runs.turns[-1] == ("task", Due(manual=True, interval=60.0))
+
+
 def test_a_skipped_run_is_not_a_failure_and_is_counted_apart(
     make: Callable[..., Harness],
 ) -> None:
@@ -513,8 +545,8 @@ def test_a_skipped_run_is_not_a_failure_and_is_counted_apart(
     assert h.messages()[-1] == {"STATUS": "ready: 2 entities, 0 running"}
     assert h.daemon.last_results["task"].outcome == RunOutcome.SKIPPED
     assert h.daemon.last_results["user"].outcome == RunOutcome.OK
-    assert h.sample("syncd_sync_skipped_total", entity="task") == 1
-    assert h.sample("syncd_sync_skipped_total", entity="user") == 0
+    assert h.sample("syncd_sync_skipped_total", entity="task", reason="locked") == 1
+    assert h.sample("syncd_sync_skipped_total", entity="user", reason="locked") == 0
     incremental = RunKind.INCREMENTAL
     assert h.sample("syncd_sync_runs_total", entity="task", kind=incremental, status="ok") == 0
     assert h.sample("syncd_sync_runs_total", entity="user", kind=incremental, status="ok") == 1
@@ -555,8 +587,8 @@ def test_a_reload_adds_and_drops_entities_without_cutting_a_running_one(
     assert rest == [{"STATUS": "ready: 2 entities, 2 running"}]
     assert h.running() == {"task": 0.0, "inspection": 0.0}  # added: at once
     assert h.sample("syncd_config_last_reload_successful") == 1
-    assert h.sample("syncd_sync_skipped_total", entity="user") is None  # forgotten
-    assert h.sample("syncd_sync_skipped_total", entity="inspection") == 0
+    assert h.sample("syncd_sync_skipped_total", entity="user", reason="locked") is None  # forgotten
+    assert h.sample("syncd_sync_skipped_total", entity="inspection", reason="served") == 0
     # The running task was not cut: it ends when its engine (the old one) says so.
     assert "task" in h.runs.in_run()
     h.end("task", RunOutcome.OK)

@@ -117,7 +117,9 @@ def test_two_instances_share_the_entities_and_one_carries_on_alone(
             for syncd in instances:
                 found = syncd.metrics()
                 skipped[syncd.pid] = sum(
-                    value_of(found, "syncd_sync_skipped_total", entity=e) or 0 for e in ENTITIES
+                    value_of(found, "syncd_sync_skipped_total", entity=e, reason=reason) or 0
+                    for e in ENTITIES
+                    for reason in ("locked", "served")
                 )
                 worked[syncd.pid] = sum(1 for r in runs(pg_dsn) if r["pid"] == syncd.pid)
             assert sum(skipped.values()) > 0, f"no run was ever skipped: {skipped}"

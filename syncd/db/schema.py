@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from syncd.columns.types import column_type
 from syncd.config.model import RAW_COLUMN, RAW_COLUMN_TYPE, Config, Entity
+from syncd.db import schedule_state
 from syncd.db.connection import Connection
 from syncd.errors import SyncdError
 from syncd.runs import RunKind, RunStatus, sql_values
@@ -77,6 +78,7 @@ OWN_TABLES = OWN_TABLES.replace("{kinds}", sql_values(RunKind)).replace(
 OWN_COLUMNS_ADDED = (
     ("sync_state", "preload_done_to", "timestamptz"),
     ("sync_state", "preload_from", "timestamptz"),
+    *(("sync_state", column, col_type) for column, col_type in schedule_state.COLUMNS),
 )
 
 

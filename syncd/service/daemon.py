@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from syncd.config.loader import load_config
 from syncd.config.model import Config, Http
+from syncd.db.schedule_state import Due
 from syncd.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, ConfigError, SyncdError
 from syncd.http.server import App
 from syncd.http.server import serve as serve_http
@@ -292,16 +293,17 @@ class Daemon:
         engine = state.runtime.engine
         with state.scheduler_lock:
             started = state.scheduler.due(self.clock(), self.wall())
+            turns = {name: state.scheduler.started_for(name) for name in started}
         for name in started:
             state.running[name] = self.clock()
-            self.pool.submit(self._job, engine, name)
+            self.pool.submit(self._job, engine, name, turns[name])
         if started:
             self.notifier.status(self._status_line())
 
-    def _job(self, engine: Engine, name: str) -> None:
+    def _job(self, engine: Engine, name: str, due: Due) -> None:
         """In a pool thread: one run; its end goes back to the loop."""
         try:
-            result = engine.sync_entity(name)
+            result = engine.sync_entity(name, due)
         except BaseException as exc:  # the engine records its own failures; this is a bug
             log.exception("daemon.job_crashed", entity=name)
             result = RunResult(name, RunOutcome.FAILED, error=f"internal error: {exc}")
@@ -320,8 +322,8 @@ class Daemon:
             self.last_results[name] = result
         if not state.stopping:
             with state.scheduler_lock:
-                if result.outcome == RunOutcome.SKIPPED:  # another instance holds the lock
-                    state.scheduler.skipped(name, self.clock(), self.wall())
+                if result.outcome == RunOutcome.SKIPPED:  # locked, or served elsewhere
+                    state.scheduler.skipped(name, self.clock(), self.wall(), result.next_in)
                 else:
                     state.scheduler.finished(
                         name, self.clock(), self.wall(), ok=result.outcome == RunOutcome.OK

@@ -9,8 +9,9 @@ time (`wall`, an aware datetime) at every call:
         for name in scheduler.due(mono, wall): submit the run of `name`
         wait at most scheduler.sleep_for(mono, wall) (None: nothing planned; the loop
         caps the wait), or until a run ends, a manual request or a reload arrives
+    a run starts:     scheduler.started_for(name) says why (the turn it claims)
     a run ends:       scheduler.finished(name, mono, wall, ok), then due() again
-    lock held:        scheduler.skipped(name, mono, wall), then due() again
+    skipped:          scheduler.skipped(name, mono, wall, next_in), then due() again
     POST /v1/sync/x:  scheduler.run_now("x"), then due() again
     SIGHUP:           scheduler.replace(schedules, mono, wall), then due() again
 
@@ -35,6 +36,12 @@ When an entity runs:
 - A failed run is planned exactly like a successful one; failures never stop the
   schedule. A run skipped because another instance holds the entity's lock
   (`skipped`) is planned like a finished one: the next try is the next due time.
+- Several instances share one schedule in the database (db/schedule_state.py):
+  each start claims its turn there (`started_for` says which: the interval, the
+  `at` instant, or manual). A run skipped because another instance already served
+  the interval comes with `next_in`, the seconds until that instance's interval
+  ends: the next try is then, so every instance keeps the same cadence, and when
+  the one running the entity dies another runs it on time.
 - Manual runs (`run_now`): run as soon as a slot is free; if the entity is running,
   once more right after it ends; a request while one is already pending or
   waiting adds nothing. A manual run of an `every` entity restarts its interval;
@@ -56,6 +63,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from syncd.config.model import Config, Schedule
+from syncd.db.schedule_state import Due
 from syncd.service.triggers import DailyTrigger, IntervalTrigger, trigger_for
 
 
@@ -70,6 +78,7 @@ class _Job(ABC):
         self.removed = False  # dropped by a reload; forgotten when its run ends
         self.last_start: float | None = None  # monotonic
         self.started_wall: datetime | None = None  # of the current or last run
+        self.started_for = Due(manual=True)  # the turn of the current or last run
 
     def due_since(self, mono: float, wall: datetime) -> float | None:
         """Since when (monotonic) a run has been wanted, or None if none is."""
@@ -80,8 +89,17 @@ class _Job(ABC):
 
     def begin(self, mono: float, wall: datetime) -> None:
         self.claim(mono, wall)
+        self.started_for = self.turn(manual=self.again)
         self.running, self.again = True, False
         self.last_start, self.started_wall = mono, wall
+
+    @abstractmethod
+    def turn(self, manual: bool) -> Due:
+        """The turn the run just begun claims in the shared schedule."""
+
+    def realign(self, mono: float, next_in: float) -> None:  # noqa: B027 (daily: nothing)
+        """Another instance served this turn; its next one is `next_in` seconds away.
+        A daily entity's next turn is its next time of day: nothing to move."""
 
     def seconds_until(self, mono: float, wall: datetime) -> float:
         return 0.0 if self.again else max(0.0, self.seconds_until_scheduled(mono, wall))
@@ -143,6 +161,12 @@ class _IntervalJob(_Job):
         planned = self.next_mono if self.next_mono <= mono else mono
         self.next_mono = self.trigger.next_after(planned, mono)
 
+    def turn(self, manual: bool) -> Due:
+        return Due(manual=manual, interval=self.trigger.seconds)
+
+    def realign(self, mono: float, next_in: float) -> None:
+        self.next_mono = mono + max(0.0, next_in)
+
     def seconds_until_scheduled(self, mono: float, wall: datetime) -> float:
         return self.next_mono - mono
 
@@ -179,6 +203,9 @@ class _DailyJob(_Job):
 
     def claim(self, mono: float, wall: datetime) -> None:
         self.ran_for = self._missed(wall) or self.ran_for
+
+    def turn(self, manual: bool) -> Due:
+        return Due(manual=manual, slot=self.ran_for)
 
     def seconds_until_scheduled(self, mono: float, wall: datetime) -> float:
         if self._missed(wall) is not None:
@@ -262,9 +289,18 @@ class Scheduler:
         if job.removed:
             del self._jobs[name]
 
-    def skipped(self, name: str, mono: float, wall: datetime) -> None:
-        """The run was skipped (another instance holds the lock): try at the next due time."""
+    def skipped(self, name: str, mono: float, wall: datetime, next_in: float | None = None) -> None:
+        """The run was skipped: another instance holds the lock (try at the next due
+        time), or already served this turn (`next_in`: its interval's next run)."""
         self.finished(name, mono, wall, ok=False)
+        job = self._jobs.get(name)
+        if job is not None and next_in is not None:
+            job.realign(mono, next_in)
+
+    def started_for(self, name: str) -> Due:
+        """The turn `name`'s current run claims (its last run's, when none is running)."""
+        job = self._jobs.get(name)
+        return job.started_for if job is not None else Due(manual=True)
 
     def run_now(self, name: str) -> bool:
         """Ask for a manual run; False if the entity is unknown (or removed)."""

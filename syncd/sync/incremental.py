@@ -1,8 +1,9 @@
 """One incremental run of one entity: `[watermark - lookback, now - lag)` into its table.
 
-1. Take the entity's advisory lock (else: skipped, no `sync_time` row). While held,
-   `running` incremental rows of the entity are leftovers of a dead process: mark
-   them failed.
+1. Take the entity's advisory lock (else: skipped as `locked`, no `sync_time` row),
+   then claim the turn in the schedule all instances share (db/schedule_state.py;
+   else: skipped as `served`). While the lock is held, `running` incremental rows of
+   the entity are leftovers of a dead process: mark them failed.
 2. Read the watermark (on the very first run of an entity with preload, pin the
    preload's end E and start there); plan the window in pieces of at most
    `window.max` (windows.py).
@@ -23,11 +24,12 @@ import structlog
 from psycopg2.extensions import cursor as Cursor
 
 from syncd.config.model import Config, Entity
-from syncd.db.connection import Connection, connect, database_failure
+from syncd.db.connection import Connection, connect, database_failure, rollback_quietly
 from syncd.db.locks import incremental_lock
+from syncd.db.schedule_state import MANUAL, Due, claim
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
-from syncd.runs import RunKind
+from syncd.runs import RunKind, SkipReason
 from syncd.sync.locking import LockedSession
 from syncd.sync.parts import RunOptions, RunParts
 from syncd.sync.recording import errors_into
@@ -64,18 +66,21 @@ class Engine:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
             return list(pool.map(self.sync_entity, names))
 
-    def sync_entity(self, name: str) -> RunResult:
+    def sync_entity(self, name: str, due: Due = MANUAL) -> RunResult:
+        """One run of `name`. `due` says why: a scheduled run (its interval or `at`
+        slot) skips when another instance already served that turn; a manual one
+        (`syncd sync`, `POST /v1/sync`, the default) always runs."""
         entity = self.config.entities[name]
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(entity=name):
-            result = self._locked_run(entity)
+            result = self._locked_run(entity, due)
         result.seconds = time.monotonic() - started
         self.parts.recorder.count(result)
         if result.outcome == RunOutcome.OK:
             self.metrics.last_success.labels(entity=name).set(time.time())
         return result
 
-    def _locked_run(self, entity: Entity) -> RunResult:
+    def _locked_run(self, entity: Entity, due: Due) -> RunResult:
         result = RunResult(entity.name)
         session, error = self.parts.locks.open(incremental_lock(entity.name), entity.name)
         if session is None:
@@ -84,12 +89,31 @@ class Engine:
             )
             if error:
                 log.error("sync.failed", error=error)
+            else:
+                result.skip_reason = SkipReason.LOCKED
             return result
         try:
-            self._run(session, entity, result)
+            if self._turn_taken(session.conn, entity, due, result):
+                self._run(session, entity, result)
             return result
         finally:
             self.parts.locks.release(session)
+
+    def _turn_taken(self, conn: Connection, entity: Entity, due: Due, result: RunResult) -> bool:
+        """Claim this run's turn in the shared schedule; False (the result says why)
+        when another instance served it or the database failed."""
+        try:
+            turn = claim(conn, self.config.database.schema, entity.name, due)
+        except psycopg2.Error as exc:
+            rollback_quietly(conn)
+            result.error = database_failure(exc)
+            log.error("sync.failed", error=result.error)
+            return False
+        if not turn.granted:
+            result.outcome, result.skip_reason = RunOutcome.SKIPPED, SkipReason.SERVED
+            result.next_in = turn.next_in
+            log.info("sync.skipped", reason="another instance already ran this turn")
+        return turn.granted
 
     def _run(self, session: LockedSession, entity: Entity, result: RunResult) -> None:
         """The run proper, lock held."""

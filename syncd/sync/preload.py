@@ -35,7 +35,7 @@ from syncd.db.connection import Connection, connect, database_failure
 from syncd.db.locks import preload_lock
 from syncd.errors import SyncdError, UsageError
 from syncd.metrics import Metrics
-from syncd.runs import RunKind
+from syncd.runs import RunKind, SkipReason
 from syncd.sync.chunks import chunks_done, plan_chunks
 from syncd.sync.locking import LockedSession
 from syncd.sync.parts import RunOptions, RunParts
@@ -208,7 +208,8 @@ class Preloader:
                     result.error = error
                 else:
                     result.outcome = RunOutcome.SKIPPED
-                    self.metrics.skipped.labels(entity=name).inc()
+                    reason = SkipReason.LOCKED
+                    self.metrics.skipped.labels(entity=name, reason=reason).inc()
                 return result
             try:
                 interrupted = self.parts.recorder.close_interrupted(

@@ -15,7 +15,7 @@ from syncd.db.connection import Connection, close_quietly, database_failure, des
 from syncd.db.runlog import SyncLog
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
-from syncd.runs import RunKind
+from syncd.runs import RunKind, SkipReason
 from syncd.sync.locking import LockedSession
 from syncd.sync.results import RunOutcome, RunResult
 
@@ -128,7 +128,8 @@ class RunRecorder:
         """The run in the metrics: runs by outcome, duration; or one skip."""
         name = result.entity
         if result.outcome == RunOutcome.SKIPPED:
-            self.metrics.skipped.labels(entity=name).inc()
+            reason = result.skip_reason or SkipReason.LOCKED
+            self.metrics.skipped.labels(entity=name, reason=reason).inc()
             return
         self.metrics.runs.labels(entity=name, kind=result.kind, status=result.outcome).inc()
         self.metrics.duration.labels(entity=name, kind=result.kind).observe(result.seconds)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from syncd.runs import RunKind, RunStatus
+from syncd.runs import RunKind, RunStatus, SkipReason
 
 
 class RunOutcome(StrEnum):
@@ -15,7 +15,7 @@ class RunOutcome(StrEnum):
 
     OK = RunStatus.OK.value
     FAILED = RunStatus.FAILED.value
-    SKIPPED = "skipped"  # another instance holds the lock: nothing was done
+    SKIPPED = "skipped"  # another instance holds the lock or served the turn: nothing done
     STOPPED = "stopped"  # a preload told to stop between two chunks: run it again
 
 
@@ -33,3 +33,5 @@ class RunResult:
     watermark: datetime | None = None  # incremental: the committed watermark
     error: str | None = None
     seconds: float = 0.0
+    skip_reason: SkipReason | None = None  # when skipped: why
+    next_in: float | None = None  # skipped as served: seconds until the interval is due again
