@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from devtools.demo_source import DemoSource
+from syncd.config.model import Schedule
 from syncd.db.schedule_state import MANUAL, Due, claim, decide
 from syncd.db.schema import migrate
 from syncd.runs import SkipReason
+from syncd.service.status import entity_status, next_due
 from syncd.sync.results import RunOutcome
 from tests.support import connection, demo_setup, make_engine, query
 
@@ -120,3 +123,33 @@ def test_two_engines_whose_clocks_disagree_serve_each_turn_once(
     assert honest.sync_entity("task", noon).skip_reason == SkipReason.SERVED
     [(runs,)] = query(pg_dsn, "SELECT count(*) FROM sync_time WHERE entity = 'task'")
     assert runs == 2  # a skipped turn leaves no sync_time row
+
+
+# --- what status shows --------------------------------------------------------------------
+
+
+def test_next_due_follows_the_shared_schedule() -> None:
+    every = Schedule(every=timedelta(minutes=1))
+    assert next_due(every, None, None, at(5)) == at(5)  # never ran: due now
+    assert next_due(every, at(0), None, at(5)) == at(60)
+    assert next_due(every, at(0), None, at(90)) == at(90)  # overdue: now
+    daily = Schedule(at=(time(12, 0), time(18, 0)), timezone=ZoneInfo("UTC"))
+    assert next_due(daily, None, at(0), at(60)) == at(6 * 3600)  # noon served
+    assert next_due(daily, None, at(-86400), at(60)) == at(60)  # noon missed: now
+
+
+def test_status_says_who_ran_each_entity_last_and_when_it_is_next_due(
+    tmp_path: Path, pg_dsn: str, demo: DemoSource
+) -> None:
+    config = demo_setup(tmp_path, pg_dsn, demo, entities=["task", "user"])
+    with connection(pg_dsn) as conn:
+        migrate(conn, config)
+    assert make_engine(config).sync_entity("task", MINUTE).outcome == RunOutcome.OK
+    with connection(pg_dsn) as conn:
+        [task, user] = entity_status(conn, config, datetime.now(UTC))
+    assert (task["last_run_host"], task["last_run_pid"]) == (socket.gethostname(), os.getpid())
+    every = config.entities["task"].schedule.every
+    assert every is not None
+    until = datetime.fromisoformat(task["next_due_at"]) - datetime.now(UTC)
+    assert every - timedelta(seconds=10) < until <= every
+    assert user["last_run_host"] is None

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg2 import sql
 
-from syncd.config.model import Config
+from syncd.config.model import Config, Schedule
 from syncd.db.connection import Connection
 from syncd.runs import RunKind, RunStatus
+from syncd.service.triggers import IntervalTrigger, trigger_for
 from syncd.sync.preload import preload_status
 from syncd.sync.spans import iso as _iso
 
 _QUERY = """
-SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
+SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from, {shared},
        last.status, last.kind, last.started_at, last.finished_at,
        last.rows_fetched, last.rows_written, last.rows_rejected, last.error,
        ok.finished_at
@@ -31,6 +32,12 @@ SELECT s.watermark, s.preload_end, s.preload_done_to, s.preload_from,
 """
 
 
+# The shared schedule's columns (db/schedule_state.py), NULL while a database migrated
+# by an older syncd lacks them: status creates nothing.
+_SHARED = "s.last_started_at, s.last_slot, s.last_host, s.last_pid"
+_NO_SHARED = "NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::integer"
+_FIELDS = 17
+
 # The last run and the last success shown are incremental ones (a preload chunk or a
 # push is not "the last sync").
 INCREMENTAL, OK = RunKind.INCREMENTAL.value, RunStatus.OK.value
@@ -38,15 +45,22 @@ INCREMENTAL, OK = RunKind.INCREMENTAL.value, RunStatus.OK.value
 
 def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[str, Any]]:
     """One object per configured entity, in configuration order."""
-    query = sql.SQL(_QUERY).format(schema=sql.Identifier(config.database.schema))
+    schema = config.database.schema
     report: list[dict[str, Any]] = []
     with conn.cursor() as cur:
         # A database syncd never touched has no tables yet: every entity is "never run".
         # Status reads only, so it creates nothing (it may run with a read-only role).
-        cur.execute("SELECT to_regclass(%s)", (f'"{config.database.schema}".sync_time',))
+        cur.execute("SELECT to_regclass(%s)", (f'"{schema}".sync_time',))
         migrated = cur.fetchone() not in (None, (None,))
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'sync_state' AND column_name = 'last_started_at'",
+            (schema,),
+        )
+        shared = _SHARED if cur.fetchone() is not None else _NO_SHARED
+        query = sql.SQL(_QUERY).format(schema=sql.Identifier(schema), shared=sql.SQL(shared))
         for name in config.entities:
-            row: tuple[Any, ...] | None = (None,) * 13
+            row: tuple[Any, ...] | None = (None,) * _FIELDS
             if migrated:
                 cur.execute(query, {"entity": name, "incremental": INCREMENTAL, "ok": OK})
                 row = cur.fetchone()
@@ -56,6 +70,10 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                 preload_end,
                 done_to,
                 done_from,
+                turn_started,
+                turn_slot,
+                turn_host,
+                turn_pid,
                 status,
                 kind,
                 started,
@@ -82,6 +100,11 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
                     "last_rows_written": written,
                     "last_rows_rejected": rejected,
                     "last_error": error,
+                    "last_run_host": turn_host,
+                    "last_run_pid": turn_pid,
+                    "next_due_at": _iso(
+                        next_due(config.entities[name].schedule, turn_started, turn_slot, now)
+                    ),
                     "preload": preload_status(
                         config.entities[name], preload_end, done_to, done_from
                     ),
@@ -91,9 +114,35 @@ def entity_status(conn: Connection, config: Config, now: datetime) -> list[dict[
     return report
 
 
+def next_due(
+    schedule: Schedule, last_started: datetime | None, last_slot: datetime | None, now: datetime
+) -> datetime:
+    """When the entity's next scheduled run is due, by the schedule every instance
+    shares (now, if it is due already or never ran)."""
+    trigger = trigger_for(schedule)
+    if isinstance(trigger, IntervalTrigger):
+        due = now if last_started is None else last_started + timedelta(seconds=trigger.seconds)
+        return max(due, now)
+    latest = trigger.previous_at_or_before(now)
+    if latest is not None and (last_slot is None or last_slot < latest):
+        return now  # the latest slot is not served yet: caught up at once
+    return trigger.next_after(now)
+
+
 def format_table(report: list[dict[str, Any]]) -> str:
     """The report as aligned text for a terminal."""
-    headers = ("ENTITY", "WATERMARK", "LAG", "LAST RUN", "FINISHED", "ROWS", "PRELOAD", "ERROR")
+    headers = (
+        "ENTITY",
+        "WATERMARK",
+        "LAG",
+        "LAST RUN",
+        "FINISHED",
+        "BY",
+        "NEXT DUE",
+        "ROWS",
+        "PRELOAD",
+        "ERROR",
+    )
     lines = [headers]
     for item in report:
         lag = item["lag_seconds"]
@@ -109,6 +158,8 @@ def format_table(report: list[dict[str, Any]]) -> str:
                 _human_seconds(lag) if lag is not None else "-",
                 item["last_status"] or "never",
                 item["last_finished_at"] or "-",
+                f"{item['last_run_host']}:{item['last_run_pid']}" if item["last_run_host"] else "-",
+                item["next_due_at"] or "-",
                 rows,
                 _preload_cell(item["preload"]),
                 item["last_error"] or "",
