@@ -124,6 +124,12 @@ class Metrics:
             "1 if the last configuration load succeeded.",
             registry=registry,
         )
+        self.schedule_lag = Gauge(
+            "syncd_schedule_lag_seconds",
+            "Seconds the longest-waiting due entity has waited for a free run slot in this"
+            " instance (0: none waits). Growing: raise max_concurrent or add an instance.",
+            registry=registry,
+        )
         self.build_info = Gauge(
             "syncd_build_info",
             "The running syncd's version; always 1.",

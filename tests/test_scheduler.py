@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncd.config.model import Schedule
+from syncd.db.schedule_state import Due
 from syncd.service.scheduler import Scheduler
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -525,3 +526,43 @@ def test_snapshot_reports_next_runs_in_the_schedule_zone() -> None:
             "next_run": "2026-06-01T19:14:00+05:30",
         },
     ]
+
+
+# --- several instances and load ----------------------------------------------------------
+
+
+def test_a_turn_served_elsewhere_moves_the_next_try_to_the_other_cadence() -> None:
+    table = Scheduler({"a": every(60)}, max_concurrent=4)
+    table.start(0.0, T0)
+    assert table.due(0.0, T0) == ["a"]
+    assert table.started_for("a") == Due(interval=60.0)
+    table.skipped("a", 0.5, T0, next_in=25.0)  # another instance started it 35 s ago
+    assert table.sleep_for(0.5, T0) == 25.0
+    assert table.due(25.0, T0) == []
+    assert table.due(25.5, T0) == ["a"]
+
+
+def test_a_daily_turn_names_its_slot_and_a_manual_run_says_so() -> None:
+    noon = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # 12:00 in Berlin
+    table = Scheduler({"d": daily("12:00")}, max_concurrent=4, last_success={"d": None})
+    table.start(0.0, noon + timedelta(seconds=5))
+    assert table.due(0.0, noon + timedelta(seconds=5)) == ["d"]
+    assert table.started_for("d") == Due(slot=noon)
+    table.finished("d", 1.0, noon + timedelta(seconds=6), ok=True)
+    assert table.run_now("d")
+    assert table.due(2.0, noon + timedelta(seconds=7)) == ["d"]
+    assert table.started_for("d").manual
+
+
+def test_lag_is_how_long_the_oldest_due_entity_has_waited_for_a_slot() -> None:
+    table = Scheduler({"a": every(60), "b": every(60), "c": every(60)}, max_concurrent=1)
+    table.start(0.0, T0)
+    assert table.due(0.0, T0) == ["a"]
+    assert table.lag(0.0) == 0.0
+    assert table.lag(7.0) == 7.0  # b and c wait since 0
+    table.finished("a", 7.0, T0, ok=True)
+    assert table.due(7.0, T0) == ["b"]
+    assert table.lag(9.0) == 9.0  # c still waits since 0
+    table.finished("b", 9.0, T0, ok=True)
+    assert table.due(9.0, T0) == ["c"]
+    assert table.lag(9.0) == 0.0

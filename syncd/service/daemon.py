@@ -294,6 +294,7 @@ class Daemon:
         with state.scheduler_lock:
             started = state.scheduler.due(self.clock(), self.wall())
             turns = {name: state.scheduler.started_for(name) for name in started}
+            self.metrics.schedule_lag.set(state.scheduler.lag(self.clock()))
         for name in started:
             state.running[name] = self.clock()
             self.pool.submit(self._job, engine, name, turns[name])

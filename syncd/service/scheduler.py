@@ -246,6 +246,7 @@ class Scheduler:
         self._last_ok: dict[str, datetime | None] = dict(last_success or {})
         self._jobs: dict[str, _Job] = {}  # in declaration order, then removed running ones
         self._waiting: deque[str] = deque()  # due, waiting for a slot, oldest first
+        self._due_since: dict[str, float] = {}  # monotonic: since when each waiting one was due
         self._seen: tuple[float, datetime] | None = None  # the latest times passed in
 
     def start(self, mono: float, wall: datetime) -> None:
@@ -269,10 +270,12 @@ class Scheduler:
             if since is not None:
                 job.came_due(mono, wall)
                 fresh.append((since, order, job.name))
+                self._due_since[job.name] = since
         self._waiting.extend(name for _, _, name in sorted(fresh))
         started: list[str] = []
         while self._waiting and self._running() < self._max:
             job = self._jobs[self._waiting.popleft()]
+            self._due_since.pop(job.name, None)
             job.begin(mono, wall)
             started.append(job.name)
         return started
@@ -309,6 +312,12 @@ class Scheduler:
             return False
         job.again = True
         return True
+
+    def lag(self, mono: float) -> float:
+        """Seconds the longest-waiting due entity has waited for a free slot (0: none
+        waits). Growing, it says this instance cannot keep up: `max_concurrent` is
+        too low, or the entities need another instance."""
+        return max((mono - self._due_since[name] for name in self._waiting), default=0.0)
 
     def sleep_for(self, mono: float, wall: datetime) -> float | None:
         """Seconds until something may be due (0: call `due` now); None: nothing planned.
@@ -364,6 +373,7 @@ class Scheduler:
                 old.removed, old.again = True, False
                 jobs[name] = old
         self._waiting = deque(name for name in self._waiting if name in schedules)
+        self._due_since = {name: self._due_since[name] for name in self._waiting}
         self._jobs = jobs
 
     def snapshot(self) -> list[dict[str, object]]:
