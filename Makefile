@@ -1,14 +1,15 @@
 # make run  - a private PostgreSQL under ./var, the demo source and syncd, in the foreground
 # make test - lint, types and the whole test suite; sets itself up from a fresh clone
 # make test-fast - the unit tests only (no PostgreSQL, no child process): seconds
-# make bench - the end-to-end benchmark (never part of `make test`); make bench-preload
+# make bench - the end-to-end benchmark (never part of `make test`); make bench-preload,
+# make bench-scale (many entities, several instances)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast suite lint types bench bench-preload system-packages venv clean deb deb-check
+.PHONY: run test test-fast suite lint types bench bench-preload bench-scale system-packages venv clean deb deb-check
 
 venv: $(STAMP)
 
@@ -70,6 +71,11 @@ bench: $(STAMP) system-packages
 
 bench-preload: $(STAMP) system-packages
 	$(BIN)/python -m bench.preload
+
+# N entities (default 1000), K instances (default 2), every: 1m, M minutes (default 4):
+#   make bench-scale ARGS="--entities 200 --instances 3 --minutes 3"
+bench-scale: $(STAMP) system-packages
+	$(BIN)/python -m bench.scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
