@@ -6,6 +6,7 @@ dashboard shows zeros instead of "no data" and `rate()` has a starting point."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -146,7 +147,10 @@ class Metrics:
             for kind in KINDS:
                 for status in RUN_STATUSES:
                     self.runs.labels(entity=entity, kind=kind, status=status)
-                self.duration.labels(entity=entity, kind=kind)
+            # One duration series per entity from the start; those of the other kinds
+            # appear with their first run (a histogram child costs ~4 KB, and most
+            # entities of a large configuration are never preloaded or pushed to).
+            self.duration.labels(entity=entity, kind=RunKind.INCREMENTAL)
             for reason in SkipReason:
                 self.skipped.labels(entity=entity, reason=reason)
             for family in (self.fetched, self.written, self.rejected):
@@ -165,7 +169,8 @@ class Metrics:
         for kind in KINDS:
             for status in RUN_STATUSES:
                 self.runs.remove(entity, kind, status)
-            self.duration.remove(entity, kind)
+            with contextlib.suppress(KeyError):  # never run: never created
+                self.duration.remove(entity, kind)
         for code in self._codes.pop(entity, set()):
             self.requests.remove(entity, code)
         for reason in SkipReason:

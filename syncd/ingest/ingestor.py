@@ -102,15 +102,22 @@ class Ingestor:
         self.metrics = metrics
         self.run_log = SyncLog(config.database.schema)  # syncd's tables
         self._pool = ConnectionPool(config.database, max_connections)
-        self._builders = {name: RowBuilder(entity) for name, entity in config.entities.items()}
-        self._stores = {
-            name: EntityStore(entity, config.database.schema)
-            for name, entity in config.entities.items()
-        }
+        # Built at an entity's first push, not for every entity up front: about 50 KB
+        # each, and most entities of a large configuration are never pushed to.
+        self._writers: dict[str, tuple[RowBuilder, EntityStore]] = {}
 
     def close(self) -> None:
         """Close the idle connections now; those in use close as their pushes end."""
         self._pool.close()
+
+    def _writer(self, entity: Entity) -> tuple[RowBuilder, EntityStore]:
+        """The row builder and store of `entity`, made at its first push. Two pushes
+        racing to make them both build one; either pair works."""
+        writer = self._writers.get(entity.name)
+        if writer is None:
+            writer = (RowBuilder(entity), EntityStore(entity, self.config.database.schema))
+            self._writers[entity.name] = writer
+        return writer
 
     def entity(self, name: str | None) -> Entity:
         """The configured entity `name`; UnknownEntity if there is none."""
@@ -155,7 +162,7 @@ class Ingestor:
         return result
 
     def _prepare(self, entity: Entity, records: list[Any]) -> _Prepared:
-        builder, store = self._builders[entity.name], self._stores[entity.name]
+        builder, store = self._writer(entity)
         pairs: list[tuple[Any, Row]] = []
         rejects: list[Reject] = []
         for record in records:
@@ -214,7 +221,7 @@ class Ingestor:
     def _transaction(
         self, conn: Connection, entity: Entity, prepared: _Prepared, run_id: int
     ) -> tuple[int, int]:
-        store = self._stores[entity.name]
+        _, store = self._writer(entity)
         changed = 0
         rejects = list(prepared.rejects)
         with conn.cursor() as cur:
