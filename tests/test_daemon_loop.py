@@ -521,7 +521,7 @@ def test_a_turn_served_by_another_instance_moves_the_next_run_to_its_cadence(
     h = make({"task": "60s"})
     started(h)
     h.runs.wait_running("task")
-    assert h.runs.turns == [("task", Due(interval=60.0))]
+    assert h.runs.turns == [("task", Due(interval=60.0, first=True))]
     h.runs.next_in["task"] = 20.0  # another instance started it 40 s ago
     h.end("task", RunOutcome.SKIPPED)
     assert h.sample("syncd_sync_skipped_total", entity="task", reason="served") == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,28 @@ def test_status_says_who_ran_each_entity_last_and_when_it_is_next_due(
     until = datetime.fromisoformat(task["next_due_at"]) - datetime.now(UTC)
     assert every - timedelta(seconds=10) < until <= every
     assert user["last_run_host"] is None
+
+
+def test_a_restarted_instance_runs_its_every_entities_at_start() -> None:
+    """A single syncd restarted within an interval runs every `every` entity at once,
+    as it always did; a turn served by another live instance stays served."""
+    first = Due(interval=60.0, first=True)
+    assert decide(first, at(0), None, at(10), restarted=True).granted
+    assert not decide(first, at(0), None, at(10), restarted=False).granted
+    assert not decide(MINUTE, at(0), None, at(10), restarted=True).granted  # later turns
+
+
+def test_the_last_starter_is_known_to_be_gone_only_on_this_host(state: Any) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with state.cursor() as cur:
+        cur.execute(
+            "INSERT INTO sync_state (entity, last_started_at, last_host, last_pid)"
+            " VALUES ('a', now(), %s, %s), ('b', now(), %s, %s), ('c', now(), 'elsewhere', %s)",
+            (socket.gethostname(), dead.pid, socket.gethostname(), os.getppid(), dead.pid),
+        )
+    state.commit()
+    first = Due(interval=60.0, first=True)
+    assert claim(state, "public", "a", first).granted  # this host's dead process: a restart
+    assert not claim(state, "public", "b", first).granted  # a live process here
+    assert not claim(state, "public", "c", first).granted  # another host: cannot tell

@@ -535,7 +535,7 @@ def test_a_turn_served_elsewhere_moves_the_next_try_to_the_other_cadence() -> No
     table = Scheduler({"a": every(60)}, max_concurrent=4)
     table.start(0.0, T0)
     assert table.due(0.0, T0) == ["a"]
-    assert table.started_for("a") == Due(interval=60.0)
+    assert table.started_for("a") == Due(interval=60.0, first=True)
     table.skipped("a", 0.5, T0, next_in=25.0)  # another instance started it 35 s ago
     assert table.sleep_for(0.5, T0) == 25.0
     assert table.due(25.0, T0) == []

@@ -102,3 +102,30 @@ def test_three_instances_run_each_interval_once_and_take_over_from_a_killed_one(
             if syncd is not victim:
                 syncd.send(signal.SIGTERM)
                 assert syncd.wait_exit(WAIT) == 0
+
+
+def test_one_instance_restarted_within_the_interval_runs_at_start_again(
+    tmp_path: Path, pg_dsn: str, make_demo: MakeDemo
+) -> None:
+    """The shared schedule does not change a single syncd: its `every` entities run at
+    start, even when the previous process ran them a moment ago."""
+    now = datetime.now(UTC)
+    demo = make_demo(counts={"task": 10}, start=now - timedelta(hours=1), end=now)
+    port = free_port()
+    data = daemon_config(
+        pg_dsn, demo, port, entities=["task"], initial_from=now - timedelta(hours=2), every="1m"
+    )
+    config = write_config(tmp_path, data)
+    with daemons(tmp_path) as procs:
+        first = procs.start(config, port, name="first")
+        first.wait_ready()
+        wait_for(lambda: len(starts(pg_dsn, "task", now)) == 1, WAIT, "the run at start")
+        first.send(signal.SIGTERM)
+        assert first.wait_exit(WAIT) == 0
+        second = procs.start(config, port, name="second")
+        second.wait_ready()
+        wait_for(lambda: len(starts(pg_dsn, "task", now)) == 2, WAIT, "a run at the restart")
+        [(_, one), (_, two)] = starts(pg_dsn, "task", now)
+        assert (one, two) == (first.pid, second.pid)
+        second.send(signal.SIGTERM)
+        assert second.wait_exit(WAIT) == 0

@@ -89,7 +89,7 @@ class SyncLog:
                 ),
                 (RunKind.INGEST, RunStatus.RUNNING, socket.gethostname()),
             )
-            dead = [run_id for run_id, pid in cur.fetchall() if not _process_alive(pid)]
+            dead = [run_id for run_id, pid in cur.fetchall() if not process_alive(pid)]
             if dead:
                 self._end_runs(cur, INTERRUPTED, "id = ANY(%s)", (dead,))
         conn.commit()
@@ -294,7 +294,7 @@ class SyncLog:
             )
 
 
-def _process_alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     """Whether process `pid` of this host still exists."""
     if pid is None:
         return False

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from psycopg2 import sql
 
 from syncd.db.connection import Connection
+from syncd.db.runlog import process_alive
 
 # An instance plans its next run from its own monotonic clock, a little before the
 # database records the start; so "one interval since the last start" is read with
@@ -38,11 +39,13 @@ COLUMNS = (
 @dataclass(frozen=True)
 class Due:
     """Why a run starts: a manual request (always runs), an `every` interval in
-    seconds, or the `at` instant it is for."""
+    seconds, or the `at` instant it is for. `first`: the first run of an `every`
+    entity since this instance started."""
 
     manual: bool = False
     interval: float | None = None
     slot: datetime | None = None
+    first: bool = False
 
 
 MANUAL = Due(manual=True)
@@ -75,14 +78,15 @@ def claim(conn: Connection, schema: str, entity: str, due: Due) -> Claim:
         )
         cur.execute(
             sql.SQL(
-                "SELECT last_started_at, last_slot, now() FROM {} WHERE entity = %s FOR UPDATE"
+                "SELECT last_started_at, last_slot, now(), last_host, last_pid FROM {}"
+                " WHERE entity = %s FOR UPDATE"
             ).format(table),
             (entity,),
         )
         row = cur.fetchone()
         assert row is not None  # inserted above if missing
-        last_started, last_slot, now = row
-        answer = decide(due, last_started, last_slot, now)
+        last_started, last_slot, now, last_host, last_pid = row
+        answer = decide(due, last_started, last_slot, now, _restarted(last_host, last_pid))
         if answer.granted:
             cur.execute(
                 sql.SQL(
@@ -95,11 +99,25 @@ def claim(conn: Connection, schema: str, entity: str, due: Due) -> Claim:
     return answer
 
 
+def _restarted(last_host: str | None, last_pid: int | None) -> bool:
+    """Whether the last run was started by a process of this host that is gone (or
+    whose pid this process now has): this instance is that one, restarted."""
+    if last_host != socket.gethostname():
+        return False
+    return last_pid == os.getpid() or not process_alive(last_pid)
+
+
 def decide(
-    due: Due, last_started: datetime | None, last_slot: datetime | None, now: datetime
+    due: Due,
+    last_started: datetime | None,
+    last_slot: datetime | None,
+    now: datetime,
+    restarted: bool = False,
 ) -> Claim:
-    """The rule, on the database's times (pure, for the tests)."""
-    if due.manual:
+    """The rule, on the database's times (pure, for the tests). `restarted`: the last
+    run was this instance's before a restart; an `every` entity runs at start then,
+    as a single syncd always did, instead of waiting out the interval."""
+    if due.manual or (due.first and restarted):
         return Claim(True)
     if due.slot is not None:
         return Claim(last_slot is None or last_slot < due.slot)

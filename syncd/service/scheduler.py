@@ -142,9 +142,11 @@ class _IntervalJob(_Job):
         super().__init__(name, schedule)
         self.trigger = trigger
         self.next_mono = 0.0
+        self.first = False  # the next run is the first since this instance started
 
     def plan_start(self, mono: float, wall: datetime, last_success: datetime | None) -> None:
         self.next_mono = mono
+        self.first = True
 
     def plan_change(self, old: _Job, mono: float, wall: datetime) -> None:
         last = old.last_start
@@ -162,7 +164,8 @@ class _IntervalJob(_Job):
         self.next_mono = self.trigger.next_after(planned, mono)
 
     def turn(self, manual: bool) -> Due:
-        return Due(manual=manual, interval=self.trigger.seconds)
+        first, self.first = self.first, False
+        return Due(manual=manual, interval=self.trigger.seconds, first=first)
 
     def realign(self, mono: float, next_in: float) -> None:
         self.next_mono = mono + max(0.0, next_in)
