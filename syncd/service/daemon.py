@@ -375,8 +375,6 @@ class Daemon:
             os._exit(status)
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-        if self.state.runtime is not None:
-            self.state.runtime.engine.close()
         # A crash was logged as daemon.crashed already; this line must not read as a
         # clean stop after it.
         (log.info if status == EXIT_OK else log.error)("daemon.stopped", exit_status=status)

@@ -145,7 +145,6 @@ class Reloader:
         old_ingestor, state.ingestor = state.ingestor, ingestor
         if old_ingestor is not None:
             old_ingestor.close()  # pushes under way finish on their own connections
-        old.engine.close()  # its idle connections; runs under way close theirs at their end
         self._metrics.config_reload_ok.set(1)
         pending = ", migration waits for the database" if migration is not None else ""
         self._notifier.ready(self._status_line("reloaded") + pending)

@@ -57,10 +57,6 @@ class Engine:
         self.unrecorded = self.parts.recorder.unrecorded
         self.run_log = self.parts.run_log  # syncd's tables
 
-    def close(self) -> None:
-        """Close the connections kept for the next runs."""
-        self.parts.locks.close()
-
     def connect(self) -> Connection:
         return connect(self.config.database)
 

@@ -84,7 +84,7 @@ class RunParts:
             observe=metrics.observe_request, sleep=stop.wait, should_stop=stop.is_set
         )
         run_log = SyncLog(config.database.schema)
-        locks = RunLocks(connect, migration, max_idle=config.scheduler.max_concurrent)
+        locks = RunLocks(connect, migration)
         return cls(
             config=config,
             metrics=metrics,
