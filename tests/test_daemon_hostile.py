@@ -137,8 +137,13 @@ def test_starting_while_the_database_is_away_serves_http_and_keeps_systemd_waiti
     syncd.notify.wait_for(lambda m: "EXTEND_TIMEOUT_USEC" in m, WAIT, "EXTEND_TIMEOUT_USEC")
     wait_for(lambda: _answers(port), WAIT, "the HTTP port")
     assert syncd.get("/healthz").status == 200
-    ready = syncd.get("/readyz")
-    assert ready.status == 503 and "waiting for the database" in ready.json()["error"], ready
+
+    def waiting() -> bool:  # "starting" until the first try at the database has failed
+        ready = syncd.get("/readyz")
+        assert ready.status == 503, ready
+        return "waiting for the database" in ready.json()["error"]
+
+    wait_for(waiting, WAIT, "/readyz to say it waits for the database")
     assert value_of(syncd.metrics(), "syncd_build_info") == 1
     status = syncd.get("/status")
     assert status.status == 503 and status.json()["error"].startswith("starting"), status
