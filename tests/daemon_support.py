@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.demo_config import demo_config
 from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
 
 # wait_for lives in tests.support; the daemon tests import it from here too.
-from tests.support import query
+from tests.support import query, write_config
 from tests.support import wait_for as wait_for
 
 WAIT = 10.0  # seconds: the longest any single expected event may take to arrive
@@ -354,3 +355,30 @@ def ok_runs_since(dsn: str, entity: str, moment: datetime, pid: int | None = Non
         and run["started_at"] > moment
         and (pid is None or run["pid"] == pid)
     )
+
+
+def start_instances(
+    procs: Daemons,
+    folder: Path,
+    dsn: str,
+    demo: DemoSource,
+    names: Sequence[str],
+    *,
+    entities: list[str],
+    initial_from: datetime,
+    every: str = "1s",
+) -> list[Syncd]:
+    """One `syncd run` per name on the same database and source, each on its own port
+    and configuration file, all ready."""
+    instances = []
+    for name in names:
+        port = free_port()
+        data = daemon_config(
+            dsn, demo, port, entities=entities, initial_from=initial_from, every=every
+        )
+        instances.append(
+            procs.start(write_config(folder, data, name=f"{name}.yaml"), port, name=name)
+        )
+    for syncd in instances:
+        syncd.wait_ready()
+    return instances

@@ -14,11 +14,11 @@ from pathlib import Path
 from devtools.devcluster import free_port
 from tests.daemon_support import (
     WAIT,
-    Syncd,
     daemon_config,
     daemons,
     db_now,
     runs,
+    start_instances,
     value_of,
     wait_for,
 )
@@ -52,20 +52,16 @@ def test_three_instances_run_each_interval_once_and_take_over_from_a_killed_one(
     now = datetime.now(UTC)
     demo = make_demo(counts={"task": 30, "user": 10}, start=now - timedelta(hours=2), end=now)
     with daemons(tmp_path) as procs:
-        instances: list[Syncd] = []
-        for name in ("a", "b", "c"):
-            port = free_port()
-            data = daemon_config(
-                pg_dsn,
-                demo,
-                port,
-                entities=ENTITIES,
-                initial_from=now - timedelta(hours=3),
-                every=f"{int(EVERY * 1000)}ms",
-            )
-            instances.append(procs.start(write_config(tmp_path, data, name=f"{name}.yaml"), port))
-        for syncd in instances:
-            syncd.wait_ready()
+        instances = start_instances(
+            procs,
+            tmp_path,
+            pg_dsn,
+            demo,
+            ["a", "b", "c"],
+            entities=ENTITIES,
+            initial_from=now - timedelta(hours=3),
+            every=f"{int(EVERY * 1000)}ms",
+        )
 
         # Side by side: once per interval across the three, never twice in one.
         since = db_now(pg_dsn) + timedelta(seconds=EVERY)  # past the start-up runs

@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from devtools.demo_source import DemoSource
-from devtools.devcluster import free_port
 from tests.daemon_support import (
     WAIT,
-    Syncd,
-    daemon_config,
     daemons,
     db_now,
     ok_runs_since,
     runs,
+    start_instances,
     value_of,
     wait_for,
 )
-from tests.support import versions_in_db, versions_in_source, write_config
+from tests.support import versions_in_db, versions_in_source
 
 ENTITIES = ["task", "inspection", "user", "entity"]
 COUNTS = {"task": 300, "inspection": 200, "user": 40, "entity": 20}
@@ -92,20 +90,15 @@ def test_two_instances_share_the_entities_and_one_carries_on_alone(
     demo.on_request = lambda entity, params: time.sleep(REQUEST_DELAY)
     try:
         with daemons(tmp_path) as procs:
-            instances: list[Syncd] = []
-            for name in ("a", "b"):
-                port = free_port()
-                data = daemon_config(
-                    pg_dsn,
-                    demo,
-                    port,
-                    entities=ENTITIES,
-                    initial_from=now - timedelta(days=2, hours=1),
-                )
-                config = write_config(tmp_path, data, name=f"{name}.yaml")
-                instances.append(procs.start(config, port, name=name))
-            for syncd in instances:
-                syncd.wait_ready()
+            instances = start_instances(
+                procs,
+                tmp_path,
+                pg_dsn,
+                demo,
+                ["a", "b"],
+                entities=ENTITIES,
+                initial_from=now - timedelta(days=2, hours=1),
+            )
 
             # Side by side for a while: never both on one entity.
             deadline = time.monotonic() + OBSERVE
