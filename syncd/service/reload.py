@@ -81,26 +81,19 @@ class Reloader:
         preloads: PreloadThread,
         status_line: Callable[[str], str],
     ) -> None:
-        self._config_path = context.config_path
-        self._environ = context.environ
-        self._state = context.state
-        self._metrics = context.metrics
-        self._notifier = context.notifier
-        self._database = context.database
+        self._context = context
         self._engine_factory = engine_factory
         self._stop = stop
         self._preloads = preloads
-        self._clock = context.clock
-        self._wall = context.wall
         self._status_line = status_line
 
     def reload(self) -> None:
         """Whatever goes wrong, the loop goes on: a file with problems, or an
         unexpected error, is a refused reload and the old configuration runs on."""
-        self._notifier.reloading()
+        self._context.notifier.reloading()
         try:
-            config = load_config(self._config_path, self._environ)
-            migration = self._database.migrate_for_reload(config)
+            config = load_config(self._context.config_path, self._context.environ)
+            migration = self._context.database.migrate_for_reload(config)
             self._apply(config, migration)
         except (SyncdError, psycopg2.Error) as exc:
             self._refuse(exc)
@@ -111,31 +104,31 @@ class Reloader:
     def _apply(self, config: Config, migration: PendingMigration | None) -> None:
         """Swap the engine, the ingestor and the schedules; running syncs finish with
         the engine they started with, and the scheduler never cuts them short."""
-        state = self._state
+        state = self._context.state
         assert state.runtime is not None and state.scheduler is not None
         old = state.runtime
-        config = adopt(config, old.config, self._metrics)
+        config = adopt(config, old.config, self._context.metrics)
         engine = self._engine_factory(
             config,
-            self._metrics,
+            self._context.metrics,
             client=old.engine.client,
             stop=self._stop,
             migration=migration,
             unrecorded=old.engine.unrecorded,
         )
-        ingestor = Ingestor(config, self._metrics, migration=migration)
+        ingestor = Ingestor(config, self._context.metrics, migration=migration)
         successes: dict[str, datetime] = {}
         if migration is None:  # the database answered a moment ago
             try:
                 # Added entities: their watermark and preload gauges.
-                successes = self._database.seed_metrics(config, self._metrics)
+                successes = self._context.database.seed_metrics(config, self._context.metrics)
             except psycopg2.Error as exc:
                 log.warning("reload.metrics_unseeded", error=describe_db_error(exc))
         with state.scheduler_lock:
             state.scheduler.replace(
                 schedules(config),
-                self._clock(),
-                self._wall(),
+                self._context.clock(),
+                self._context.wall(),
                 last_success={name: successes.get(name) for name in config.entities},
                 max_concurrent=config.scheduler.max_concurrent,
             )
@@ -145,12 +138,12 @@ class Reloader:
         old_ingestor, state.ingestor = state.ingestor, ingestor
         if old_ingestor is not None:
             old_ingestor.close()  # pushes under way finish on their own connections
-        self._metrics.config_reload_ok.set(1)
+        self._context.metrics.config_reload_ok.set(1)
         pending = ", migration waits for the database" if migration is not None else ""
-        self._notifier.ready(self._status_line("reloaded") + pending)
+        self._context.notifier.ready(self._status_line("reloaded") + pending)
         log.info("reload.done", entities=list(config.entities), migration_pending=bool(pending))
 
     def _refuse(self, exc: Exception) -> None:
-        reason = refusal_reason(exc, self._config_path)
-        self._metrics.config_reload_ok.set(0)
-        self._notifier.ready(f"reload refused, old config kept: {reason}")
+        reason = refusal_reason(exc, self._context.config_path)
+        self._context.metrics.config_reload_ok.set(0)
+        self._context.notifier.ready(f"reload refused, old config kept: {reason}")

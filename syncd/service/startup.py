@@ -31,14 +31,8 @@ class DatabaseWait:
     """Waits for the database before READY=1 (see the module's docstring)."""
 
     def __init__(self, context: ServiceContext, inbox: Inbox) -> None:
-        self._config_path = context.config_path
-        self._environ = context.environ
-        self._state = context.state
-        self._metrics = context.metrics
-        self._notifier = context.notifier
-        self._database = context.database
+        self._context = context
         self._inbox = inbox
-        self._clock = context.clock
 
     def until_prepared(self, config: Config) -> Config | None:
         """Migrate once the database answers; returns the configuration to start with
@@ -47,15 +41,15 @@ class DatabaseWait:
         delay = 1.0
         while True:
             # Each try takes at most connect_timeout (10 s) plus the wait after it.
-            self._notifier.extend_timeout(DB_WAIT_MAX + 40)
+            self._context.notifier.extend_timeout(DB_WAIT_MAX + 40)
             try:
-                self._database.prepare(config)
+                self._context.database.prepare(config)
                 return config
             except psycopg2.Error as exc:
                 reason = describe_db_error(exc)
                 log.warning("daemon.database_unavailable", error=reason, retry_in=delay)
-                self._state.health.ready = (False, f"waiting for the database: {reason}")
-                self._notifier.status(f"waiting for the database: {reason}")
+                self._context.state.health.ready = (False, f"waiting for the database: {reason}")
+                self._context.notifier.status(f"waiting for the database: {reason}")
             match self._wait_for_signal(delay):
                 case ReloadRequested():
                     config = self._reread(config)
@@ -69,32 +63,32 @@ class DatabaseWait:
         """SIGHUP before READY=1: the new file, if valid, is used from the next try;
         else the one in use stays."""
         try:
-            new = load_config(self._config_path, self._environ)
+            new = load_config(self._context.config_path, self._context.environ)
         except ConfigError as exc:
             log_config_problems(exc)
-            self._metrics.config_reload_ok.set(0)
+            self._context.metrics.config_reload_ok.set(0)
             return config
-        new = adopt(new, config, self._metrics)
-        self._metrics.config_reload_ok.set(1)
-        self._state.config = new
+        new = adopt(new, config, self._context.metrics)
+        self._context.metrics.config_reload_ok.set(1)
+        self._context.state.config = new
         log.info("reload.done", entities=list(new.entities), while_starting=True)
         return new
 
     def _wait_for_signal(self, seconds: float) -> Signal | None:
         """Wait up to `seconds` for a signal, feeding the heartbeat and the watchdog
         at least every MAX_WAIT seconds; a stop also sends STOPPING=1."""
-        deadline = self._clock() + seconds
-        while (left := deadline - self._clock()) > 0:
-            self._state.health.heartbeat = self._clock()
-            self._notifier.watchdog()
-            timeout = min(left, MAX_WAIT, self._notifier.watchdog_interval or MAX_WAIT)
+        deadline = self._context.clock() + seconds
+        while (left := deadline - self._context.clock()) > 0:
+            self._context.state.health.heartbeat = self._context.clock()
+            self._context.notifier.watchdog()
+            timeout = min(left, MAX_WAIT, self._context.notifier.watchdog_interval or MAX_WAIT)
             match self._inbox.get(timeout):
                 case StopRequested() as stop:
-                    self._notifier.stopping()
+                    self._context.notifier.stopping()
                     return stop
                 case ReloadRequested() as reload:
                     return reload
                 case _:
                     continue  # nothing else comes before READY=1
-        self._state.health.heartbeat = self._clock()
+        self._context.state.health.heartbeat = self._context.clock()
         return None
