@@ -537,9 +537,33 @@ def test_a_turn_served_elsewhere_moves_the_next_try_to_the_other_cadence() -> No
     assert table.due(0.0, T0) == ["a"]
     assert table.started_for("a") == Due(interval=60.0, first=True)
     table.skipped("a", 0.5, T0, next_in=25.0)  # another instance started it 35 s ago
-    assert table.sleep_for(0.5, T0) == 25.0
-    assert table.due(25.0, T0) == []
-    assert table.due(25.5, T0) == ["a"]
+    # Its next try: when that interval ends, plus the claim's slack (a second here),
+    # so the instance that ran it keeps it while it keeps up.
+    assert table.sleep_for(0.5, T0) == 26.0
+    assert table.due(26.0, T0) == []
+    assert table.due(26.5, T0) == ["a"]
+
+
+def test_entities_due_together_spread_out_over_the_time_their_runs_took() -> None:
+    """At start every entity is due at once; with one slot, each run that waited for
+    it counts its interval from its actual start, so the next round is spread out
+    as the first one was, not due all at once again."""
+    names = ["a", "b", "c"]
+    table = Scheduler({name: every(60) for name in names}, max_concurrent=1)
+    table.start(0.0, T0)
+    started = {}
+    mono = 0.0
+    while len(started) < len(names):
+        [name] = table.due(mono, T0)
+        started[name] = mono
+        mono += 10.0  # each run takes 10 s
+        table.finished(name, mono, T0, ok=True)
+    assert started == {"a": 0.0, "b": 10.0, "c": 20.0}
+    assert table.sleep_for(30.0, T0) == 30.0  # a, one interval after its start
+    assert table.due(60.0, T0) == ["a"]
+    table.finished("a", 61.0, T0, ok=True)
+    assert table.due(61.0, T0) == []
+    assert table.sleep_for(61.0, T0) == 9.0  # b, one interval after its late start
 
 
 def test_a_daily_turn_names_its_slot_and_a_manual_run_says_so() -> None:

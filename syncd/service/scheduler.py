@@ -21,7 +21,9 @@ When an entity runs:
   monotonic clock (no drift: a run's length does not push the next one, and a
   loop that wakes a little late does not either). An overrun (a run longer than
   the interval) is followed by ONE run at once when it ends, not a burst of the
-  missed ones; the interval then counts from that run's start.
+  missed ones; the interval then counts from that run's start. So does the
+  interval of a run that waited for a free slot (more than a tenth of the
+  interval, at most a second): entities that came due together spread out.
 - `at`: at each scheduled time of day (DST: see `syncd.service.triggers`). Once at start
   if its last successful run is older than its most recent scheduled time, or
   there is none (a daily run missed while syncd was down is caught up, once).
@@ -40,8 +42,10 @@ When an entity runs:
   each start claims its turn there (`started_for` says which: the interval, the
   `at` instant, or manual). A run skipped because another instance already served
   the interval comes with `next_in`, the seconds until that instance's interval
-  ends: the next try is then, so every instance keeps the same cadence, and when
-  the one running the entity dies another runs it on time.
+  ends: the next try is then plus the claim's slack (a tenth of the interval, at
+  most a second). So the instance that ran an entity last runs it again while it
+  keeps up, the others find the turn served a moment later, and when it falls
+  behind or dies another runs it, at most that moment late.
 - Manual runs (`run_now`): run as soon as a slot is free; if the entity is running,
   once more right after it ends; a request while one is already pending or
   waiting adds nothing. A manual run of an `every` entity restarts its interval;
@@ -63,7 +67,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from syncd.config.model import Config, Schedule
-from syncd.db.schedule_state import Due
+from syncd.db.schedule_state import Due, slack
 from syncd.service.triggers import DailyTrigger, IntervalTrigger, trigger_for
 
 
@@ -168,7 +172,10 @@ class _IntervalJob(_Job):
         return Due(manual=manual, interval=self.trigger.seconds, first=first)
 
     def realign(self, mono: float, next_in: float) -> None:
-        self.next_mono = mono + max(0.0, next_in)
+        # Try a little after the instance that served it: while that one keeps up it
+        # keeps the entity (one try, one claim); when it falls behind or dies, this
+        # one runs it, a moment late.
+        self.next_mono = mono + max(0.0, next_in) + slack(self.trigger.seconds)
 
     def seconds_until_scheduled(self, mono: float, wall: datetime) -> float:
         return self.next_mono - mono
