@@ -23,13 +23,15 @@ $(STAMP): pyproject.toml
 # System tools the tests use, installed from the distribution when missing:
 # the PostgreSQL server (initdb, pg_ctl) for the private clusters, promtool
 # (package prometheus) to check the metrics exposition, systemd-analyze and
-# /bin/kill (systemd, procps) to verify the unit file.
+# /bin/kill (systemd, procps) to verify the unit file, libfaketime to run test
+# instances with clocks that disagree.
 system-packages:
 	@missing=; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$$SYNCD_PG_BIN" ] || missing="$$missing postgresql"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -x /bin/kill ] || missing="$$missing procps"; \
+	ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

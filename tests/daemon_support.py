@@ -50,6 +50,20 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def clock_off_by(seconds: float) -> dict[str, str]:
+    """The environment that sets a child's wall clock `seconds` off the real one, by
+    preloading libfaketime (Debian's libfaketime; `make test` installs it). The
+    monotonic clock stays true, as it does on a host whose wall clock is wrong."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    assert found, "libfaketime is missing: install Debian's libfaketime (make test does)"
+    return {
+        "LD_PRELOAD": str(found[0]),
+        "FAKETIME": f"{seconds:+.3f}",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",  # read FAKETIME once, not from a cached file
+    }
+
+
 def daemon_config(
     dsn: str,
     demo: DemoSource,
@@ -333,7 +347,9 @@ def syncd_sessions(dsn: str) -> int:
 
 def runs(dsn: str, entity: str | None = None) -> list[dict[str, Any]]:
     """`sync_time` rows, oldest first, as dicts."""
-    columns = "id, entity, kind, status, started_at, finished_at, window_to, error, pid"
+    columns = (
+        "id, entity, kind, status, started_at, finished_at, window_from, window_to, error, pid"
+    )
     where = "" if entity is None else "WHERE entity = %s"
     params = () if entity is None else (entity,)
     rows = query(dsn, f"SELECT {columns} FROM sync_time {where} ORDER BY id", params)
@@ -367,18 +383,25 @@ def start_instances(
     entities: list[str],
     initial_from: datetime,
     every: str = "1s",
+    schedule: Mapping[str, Any] | None = None,
+    clock_offsets: Mapping[str, float] | None = None,
 ) -> list[Syncd]:
     """One `syncd run` per name on the same database and source, each on its own port
-    and configuration file, all ready."""
+    and configuration file, all ready. `schedule` replaces `{every: ...}`;
+    `clock_offsets` sets some instances' wall clocks off by that many seconds."""
     instances = []
     for name in names:
         port = free_port()
         data = daemon_config(
             dsn, demo, port, entities=entities, initial_from=initial_from, every=every
         )
-        instances.append(
-            procs.start(write_config(folder, data, name=f"{name}.yaml"), port, name=name)
-        )
+        if schedule is not None:
+            for entity in data["entities"].values():
+                entity["schedule"] = dict(schedule)
+        offset = (clock_offsets or {}).get(name)
+        env = None if offset is None else clock_off_by(offset)
+        config = write_config(folder, data, name=f"{name}.yaml")
+        instances.append(procs.start(config, port, name=name, env=env))
     for syncd in instances:
         syncd.wait_ready()
     return instances

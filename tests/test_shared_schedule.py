@@ -1,7 +1,10 @@
 """Three `syncd run` processes on one database share one schedule ("Several
 instances" in docs/operations.md): an `every` entity runs once per interval across
 them, not once per instance, and when the instance that ran it is killed (-9) another
-one runs it within one interval (plus a second) of the missed due time."""
+one runs it within one interval (plus a second) of the missed due time; each `at`
+slot runs once across them. Their wall clocks disagree by 1.5 s either way (set
+with libfaketime), which changes nothing: the shared schedule decides on the
+database's clock."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from tests.daemon_support import (
     value_of,
     wait_for,
 )
-from tests.support import MakeDemo, write_config
+from tests.support import MakeDemo, query, write_config
 
 ENTITIES = ["task", "user"]
 EVERY = 2.0  # seconds
@@ -31,6 +34,7 @@ OBSERVE = 12.0  # seconds the three run side by side
 # allows a tenth of the interval of slack (db/schedule_state.py).
 MIN_GAP = EVERY * 0.9 - 0.15
 MAX_GAP = EVERY + 1.0
+SKEWED = {"b": 1.5, "c": -1.5}  # seconds each instance's wall clock is off
 
 
 def starts(dsn: str, entity: str, since: datetime) -> list[tuple[datetime, int]]:
@@ -46,7 +50,7 @@ def gaps(found: list[tuple[datetime, int]]) -> list[float]:
     return [(b[0] - a[0]).total_seconds() for a, b in itertools.pairwise(found)]
 
 
-def test_three_instances_run_each_interval_once_and_take_over_from_a_killed_one(
+def test_three_instances_with_skewed_clocks_run_each_interval_once_and_take_over(
     tmp_path: Path, pg_dsn: str, make_demo: MakeDemo
 ) -> None:
     now = datetime.now(UTC)
@@ -61,6 +65,7 @@ def test_three_instances_run_each_interval_once_and_take_over_from_a_killed_one(
             entities=ENTITIES,
             initial_from=now - timedelta(hours=3),
             every=f"{int(EVERY * 1000)}ms",
+            clock_offsets=SKEWED,
         )
 
         # Side by side: once per interval across the three, never twice in one.
@@ -125,3 +130,60 @@ def test_one_instance_restarted_within_the_interval_runs_at_start_again(
         assert (one, two) == (first.pid, second.pid)
         second.send(signal.SIGTERM)
         assert second.wait_exit(WAIT) == 0
+
+
+# Seconds from the test's start to the `at` slot that comes while the instances run
+# (one that starts later only catches that slot up at start: served once all the same).
+LEAD = 10.0
+
+
+def test_three_instances_with_skewed_clocks_run_each_at_slot_once(
+    tmp_path: Path, pg_dsn: str, make_demo: MakeDemo
+) -> None:
+    """`at` slots are whole minutes: the instances' wall clocks are set a few seconds
+    before a minute's turn (one true to that, one 1.5 s ahead, one 1.5 s behind), and
+    the entity is due at that minute and the one before. The one before, missed
+    before they started, is caught up once; the one that comes while they run runs
+    once; every instance that was beaten to a slot counts a skip."""
+    real = datetime.now(UTC)
+    demo = make_demo(counts={"task": 10}, start=real - timedelta(hours=1), end=real)
+    slot = real.replace(second=0, microsecond=0)  # the minute now begun, in the past
+    offset = (slot - timedelta(seconds=LEAD) - real).total_seconds()
+    slot_comes = time.monotonic() + LEAD  # on the true-to-the-slot clock
+    before = slot - timedelta(minutes=1)
+    schedule = {"at": [before.strftime("%H:%M"), slot.strftime("%H:%M")], "timezone": "UTC"}
+    offsets = {"a": offset, **{name: offset + skew for name, skew in SKEWED.items()}}
+    with daemons(tmp_path) as procs:
+        instances = start_instances(
+            procs,
+            tmp_path,
+            pg_dsn,
+            demo,
+            ["a", "b", "c"],
+            entities=["task"],
+            initial_from=real - timedelta(hours=2),
+            schedule=schedule,
+            clock_offsets=offsets,
+        )
+        since = real - timedelta(minutes=5)
+
+        def ok_runs() -> list[dict[str, object]]:
+            return [r for r in runs(pg_dsn, "task") if r["status"] == "ok"]
+
+        wait_for(lambda: len(ok_runs()) >= 1, WAIT, "the catch-up run of the slot before")
+        time.sleep(max(0.0, slot_comes + max(SKEWED.values()) - time.monotonic()))
+        # Every instance's clock has passed the slot: it runs once, and only once.
+        wait_for(lambda: len(ok_runs()) >= 2, WAIT, "the run of the slot")
+        time.sleep(1.0)  # a second run would show by now
+        assert len(starts(pg_dsn, "task", since)) == 2, runs(pg_dsn, "task")
+        [(last_slot,)] = query(pg_dsn, "SELECT last_slot FROM sync_state WHERE entity = 'task'")
+        assert last_slot == slot
+        beaten = sum(
+            value_of(syncd.metrics(), "syncd_sync_skipped_total", entity="task", reason=reason) or 0
+            for syncd in instances
+            for reason in ("served", "locked")
+        )
+        assert beaten >= 2, "the two instances beaten to the slot counted no skip"
+        for syncd in instances:
+            syncd.send(signal.SIGTERM)
+            assert syncd.wait_exit(WAIT) == 0

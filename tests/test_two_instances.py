@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from devtools.demo_source import DemoSource
+from devtools.devcluster import free_port
+from syncd.service.preloads import LOCKED_RECHECK
 from tests.daemon_support import (
+    TIME_FORMAT,
     WAIT,
+    daemon_config,
     daemons,
     db_now,
     ok_runs_since,
@@ -26,7 +30,8 @@ from tests.daemon_support import (
     value_of,
     wait_for,
 )
-from tests.support import versions_in_db, versions_in_source
+from tests.support import query, versions_in_db, versions_in_source, write_config
+from tests.test_preload import assert_tiles, month_start
 
 ENTITIES = ["task", "inspection", "user", "entity"]
 COUNTS = {"task": 300, "inspection": 200, "user": 40, "entity": 20}
@@ -150,6 +155,98 @@ def test_two_instances_share_the_entities_and_one_carries_on_alone(
         assert overlaps(pg_dsn) == []
         left = [r for r in runs(pg_dsn) if r["status"] == "running"]
         assert left == [], f"runs left running: {left}"
+    finally:
+        demo.on_request = None
+        demo.stop()
+
+
+PRELOAD_MONTHS = 12
+PRELOAD_DELAY = 0.15  # seconds per source request: the preload takes several seconds
+
+
+def preload_rows(dsn: str) -> list[dict[str, Any]]:
+    return [r for r in runs(dsn, "task") if r["kind"] == "preload"]
+
+
+def test_two_instances_never_plan_one_preload_chunk_twice_and_resume_a_killed_ones(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A year preloaded in monthly chunks by two instances: one holds the preload's
+    lock and plans under it, the other finds it held. The holder is killed (-9) in
+    the middle: the other resumes from the last chunk it committed within seconds,
+    closes the killed chunk as interrupted, and every chunk ends `ok` exactly once,
+    the chunks tiling the range; every record is stored."""
+    now = datetime.now(UTC)
+    data_from = month_start(now - timedelta(days=30 * PRELOAD_MONTHS))
+    demo = DemoSource(
+        counts={"task": 40 * PRELOAD_MONTHS, "inspection": 0, "user": 0, "entity": 0},
+        start=data_from,
+        end=now - timedelta(hours=1),
+        seed=31,
+    ).start()
+    demo.on_request = lambda entity, params: time.sleep(PRELOAD_DELAY)
+    try:
+        with daemons(tmp_path) as procs:
+            instances = []
+            for name in ("a", "b"):
+                port = free_port()
+                data = daemon_config(
+                    pg_dsn, demo, port, entities=["task"], initial_from=data_from, every="1m"
+                )
+                task = data["entities"]["task"]
+                del task["window"]["initial_from"]
+                task["preload"] = {"from": data_from.strftime(TIME_FORMAT), "chunk": "1mo"}
+                data["source"]["page_size"] = 10
+                config = write_config(tmp_path, data, name=f"{name}.yaml")
+                instances.append(procs.start(config, port, name=name))
+            for syncd in instances:
+                syncd.wait_ready()
+
+            def holder_with_two_chunks() -> int | None:
+                rows = preload_rows(pg_dsn)
+                for pid in {r["pid"] for r in rows if r["status"] == "running"}:
+                    if sum(r["pid"] == pid and r["status"] == "ok" for r in rows) >= 2:
+                        return int(pid)
+                return None
+
+            wait_for(holder_with_two_chunks, 3 * WAIT, "one instance two chunks into the preload")
+            holder = holder_with_two_chunks()
+            [victim] = [s for s in instances if s.pid == holder]
+            [survivor] = [s for s in instances if s.pid != holder]
+            victim.send(signal.SIGKILL)
+            victim.wait_exit(WAIT)
+            killed_at = db_now(pg_dsn)
+
+            def resumed() -> bool:
+                return any(
+                    r["pid"] == survivor.pid and r["started_at"] > killed_at
+                    for r in preload_rows(pg_dsn)
+                )
+
+            wait_for(resumed, LOCKED_RECHECK + WAIT, "the other instance to resume the preload")
+
+            def done() -> bool:
+                [(done_to, end)] = query(
+                    pg_dsn, "SELECT preload_done_to, preload_end FROM sync_state"
+                )
+                return done_to is not None and done_to == end
+
+            wait_for(done, 6 * WAIT, "the preload to complete")
+            survivor.send(signal.SIGTERM)
+            assert survivor.wait_exit(WAIT) == 0
+
+        rows = preload_rows(pg_dsn)
+        [(end,)] = query(pg_dsn, "SELECT preload_end FROM sync_state")
+        assert_tiles(
+            [(r["window_from"], r["window_to"]) for r in rows if r["status"] == "ok"],
+            data_from,
+            end,
+        )
+        assert {r["pid"] for r in rows if r["status"] == "ok"} == {victim.pid, survivor.pid}
+        [killed] = [r for r in rows if r["status"] != "ok"]
+        assert (killed["pid"], killed["status"]) == (victim.pid, "failed"), killed
+        assert "interrupted" in (killed["error"] or ""), killed
+        assert versions_in_db(pg_dsn, "task") == versions_in_source(demo, "task")
     finally:
         demo.on_request = None
         demo.stop()

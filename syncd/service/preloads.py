@@ -3,8 +3,11 @@ that is not complete, one entity at a time, chunk by chunk, beside the increment
 schedule (a preload's lock is its own; see docs/operations.md, "Preload (history
 backfill)").
 
-It looks again after a reload (`wake`), and every PRELOAD_RECHECK seconds (another
-instance may have held the lock). It stops between pages once `stop` is set.
+It looks again after a reload (`wake`), every PRELOAD_RECHECK seconds, and after
+LOCKED_RECHECK seconds when another instance held a preload's lock: planning is done
+under that lock, so two instances never plan the same chunk, and when the holder
+dies its preload resumes here from the last chunk it committed, within seconds. It
+stops between pages once `stop` is set.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import structlog
 from syncd.config.model import Entity
 from syncd.db.connection import describe_db_error
 from syncd.metrics import Metrics
+from syncd.runs import SkipReason
 from syncd.service.state import Runtime
 from syncd.sync.preload import Preloader
 
 log = structlog.get_logger("syncd.service.preloads")
 
 PRELOAD_RECHECK = 60.0  # seconds between looks for preloads left to do
+# ... when another instance held one: a lock try per such entity (one at a time per
+# instance) every few seconds is cheap, and is what bounds a takeover.
+LOCKED_RECHECK = 5.0
 
 
 class PreloadThread:
@@ -62,18 +69,21 @@ class PreloadThread:
     def _work(self) -> None:
         try:
             while not self._stop.is_set():
+                held_elsewhere = False
                 try:
-                    self._pass()
+                    held_elsewhere = self._pass()
                 except psycopg2.Error as exc:  # the database went away: try next time
                     log.warning("preload.pass_failed", error=describe_db_error(exc))
                 except Exception:  # a bug: log it loudly, and keep preloading
                     log.exception("preload.crashed")
-                self._wake.wait(PRELOAD_RECHECK)
+                self._wake.wait(LOCKED_RECHECK if held_elsewhere else PRELOAD_RECHECK)
                 self._wake.clear()
         finally:
             self._on_exit()
 
-    def _pass(self) -> None:
+    def _pass(self) -> bool:
+        """One look at every configured preload; True if another instance held one."""
+        held_elsewhere = False
         runtime = self._runtime()
         assert runtime is not None
         engine = runtime.engine
@@ -87,7 +97,7 @@ class PreloadThread:
         )
         for name, entity in runtime.config.entities.items():
             if self._stop.is_set() or self._runtime() is not runtime:
-                return  # stopping, or reloaded: the next pass uses the new config
+                return False  # stopping, or reloaded: the next pass uses the new config
             if not entity.preload.enabled or not _pending(preloader, entity):
                 continue
             self.preloading = name
@@ -103,6 +113,8 @@ class PreloadThread:
                 chunks_total=result.chunks_total,
                 error=result.error,
             )
+            held_elsewhere |= result.skip_reason is SkipReason.LOCKED
+        return held_elsewhere
 
 
 def _pending(preloader: Preloader, entity: Entity) -> bool:

@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 
 from syncd.config.model import Schedule
 
-
 ON_TIME_MAX = 1.0  # seconds a run may start after its plan and still keep it
 
 

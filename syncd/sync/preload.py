@@ -81,6 +81,7 @@ class PreloadResult:
     error: str | None = None
     seconds: float = 0.0
     results: list[RunResult] = field(default_factory=list)
+    skip_reason: SkipReason | None = None  # skipped: another instance holds its lock
 
 
 def plan_for(
@@ -207,9 +208,8 @@ class Preloader:
                 if error:
                     result.error = error
                 else:
-                    result.outcome = RunOutcome.SKIPPED
-                    reason = SkipReason.LOCKED
-                    self.metrics.skipped.labels(entity=name, reason=reason).inc()
+                    result.outcome, result.skip_reason = RunOutcome.SKIPPED, SkipReason.LOCKED
+                    self.metrics.skipped.labels(entity=name, reason=result.skip_reason).inc()
                 return result
             try:
                 interrupted = self.parts.recorder.close_interrupted(
