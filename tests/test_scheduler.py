@@ -551,7 +551,7 @@ def test_entities_due_together_spread_out_over_the_time_their_runs_took() -> Non
     names = ["a", "b", "c"]
     table = Scheduler({name: every(60) for name in names}, max_concurrent=1)
     table.start(0.0, T0)
-    started = {}
+    started: dict[str, float] = {}
     mono = 0.0
     while len(started) < len(names):
         [name] = table.due(mono, T0)
