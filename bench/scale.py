@@ -15,6 +15,11 @@ Printed at the end:
   slack: must be 0) and turns missed (a gap of two intervals or more counts one per
   interval missed: must be 0).
 
+`--source-latency S` makes every source request wait S seconds, as a remote API's
+would: runs then wait more than they compute, an instance is limited by its
+`max_concurrent` slots rather than by the CPU, and adding an instance shows how the
+shared schedule spreads the entities over the instances.
+
 Memory per entity is the slope of peak RSS between two runs with different N (run
 it twice and compare; the closing notes of the issues keep the figures).
 """
@@ -214,17 +219,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", default="1m")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--max-concurrent", type=int, default=4)
+    parser.add_argument(
+        "--source-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds each source request waits, as a remote API's would (default 0)",
+    )
     args = parser.parse_args(argv)
     interval = {"s": 1, "m": 60}[args.every[-1]] * float(args.every[:-1])
 
     with contextlib.ExitStack() as stack:
         workdir = make_tempdir(stack, "syncd-scale-")
-        print(f"PostgreSQL, the demo source ({RECORDS} {TEMPLATE} records, churn {CHURN}/s)")
+        print(
+            f"PostgreSQL, the demo source ({RECORDS} {TEMPLATE} records, churn {CHURN}/s,"
+            f" {args.source_latency:g} s latency)"
+        )
         cluster = start_cluster(stack)
         dsn = cluster.create_database("scale")
         source_port = free_port()
         argv_source = [sys.executable, "-m", "devtools.demo_source", "--port", str(source_port)]
         argv_source += ["--user", str(RECORDS), "--span-days", "1", "--churn", str(CHURN)]
+        argv_source += ["--latency", str(args.source_latency)]
         source = spawn(stack, argv_source, workdir / "demo.log")
         wait_until_answers(
             f"http://127.0.0.1:{source_port}{DEMO_ENTITIES[TEMPLATE]['path']}"

@@ -1142,6 +1142,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--records-path", default="", help='wrap the array, e.g. "data"')
     parser.add_argument("--timezone", default="UTC")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds every request waits before it is answered, as a remote API's would",
+    )
     return parser
 
 
@@ -1175,6 +1182,9 @@ def main(argv: list[str] | None = None) -> int:
         records_path=args.records_path,
         timezone=args.timezone,
     )
+    if args.latency > 0:
+        latency = args.latency
+        source.on_request = lambda entity, params: time.sleep(latency)
     try:
         source.start()
     except OSError as exc:
