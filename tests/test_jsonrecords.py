@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from syncd.columns.json_number import Number
+from syncd.sync import jsonrecords
 from syncd.sync.jsonrecords import BadBody, Undecodable, records_in, split_array
 
 DEEP = "[" * 50_000 + "]" * 50_000
@@ -16,6 +17,35 @@ def test_numbers_with_a_fraction_or_exponent_keep_their_spelling() -> None:
     assert record["b"].text == "1e999" and record["b"] == float("inf")
     assert record["c"] == 2 and type(record["c"]) is int
     assert record["d"].text == "-0.0"
+
+
+AGREED = [
+    b'[{"a": 1.10, "b": 1e999, "c": -0.0, "d": 1E+02, "e": 0.1e-400, "f": 123456789012345678901}]',
+    b'[{"s": "\\u00e9\\ud83d\\ude00\\n\\"\\\\", "t": "\xc3\xa9", "u": null, "v": true}]',
+    b'\xef\xbb\xbf [ {"a": {"a": {"a": [1, [2, [3]]]}}}, [], {}, "x", 1, null ]',
+    b'[{"k": 1, "k": 2}]',
+    b"[]",
+]
+
+
+@pytest.mark.parametrize("body", AGREED)
+def test_the_fast_decoder_reads_bodies_exactly_as_the_standard_library(body: bytes) -> None:
+    """msgspec decodes pages; whatever it accepts must come out as the standard
+    library's decoding would have: the same values, numbers with their spelling."""
+    fast = records_in(body)
+    slow = jsonrecords._records_the_slow_way(body, (), True)
+    assert spelled(fast) == spelled(slow)
+
+
+def spelled(value: object) -> object:
+    """A decoded value with every number's type, and a Number's spelling, made visible."""
+    if isinstance(value, dict):
+        return {key: spelled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [spelled(item) for item in value]
+    if isinstance(value, Number):
+        return ("Number", value.text)
+    return (type(value).__name__, value)
 
 
 def test_a_record_too_deep_to_decode_is_undecodable_and_its_neighbours_are_kept() -> None:
