@@ -107,10 +107,10 @@ def test_absent_fields_and_paths_through_null_are_null() -> None:
     builder = RowBuilder(
         entity(("id", "Id", "bigint"), ("site", "Location.Site.Name", "text"), ("n", "N", "text"))
     )
-    assert builder.build({"Id": 1, "Location": None}) == (1, None, None)
-    assert builder.build({"Id": 2, "Location": {"Site": None}}) == (2, None, None)
+    assert builder.build({"Id": 1, "Location": None}) == ("1", None, None)
+    assert builder.build({"Id": 2, "Location": {"Site": None}}) == ("2", None, None)
     assert builder.build({"Id": 3, "Location": {"Site": {"Name": "x"}}, "N": None}) == (
-        3,
+        "3",
         "x",
         None,
     )
@@ -141,8 +141,8 @@ def test_a_record_that_is_not_an_object_is_a_reject(record: Any) -> None:
 def test_keep_raw_appends_the_whole_record() -> None:
     row = RowBuilder(entity(("id", "Id", "bigint"), keep_raw=True)).build({"Id": 1, "X": [1]})
     assert not isinstance(row, Reject)
-    assert row[0] == 1
-    assert json.loads(row[1].text) == {"Id": 1, "X": [1]}
+    assert row[0] == "1"
+    assert row[1] is not None and json.loads(row[1]) == {"Id": 1, "X": [1]}
 
 
 def test_uuid_and_fixed_offsets_round_trip() -> None:

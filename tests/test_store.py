@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from syncd.columns.converters import JsonText
 from syncd.config.model import Column, Config, Database, Entity, Http, SchedulerConfig, SourceConfig
 from syncd.db.rows import Reject, Row
 from syncd.db.schema import migrate
@@ -146,7 +145,7 @@ def test_a_row_postgresql_refuses_is_rejected_alone(conn: Any, pg_dsn: str, path
     def poison(index: int, row: Row) -> Row:
         if index != 3:
             return row
-        return (*row[:2], JsonText('{"bad": "a\\u0000b"}'), *row[3:])
+        return (*row[:2], '{"bad": "a\\u0000b"}', *row[3:])
 
     written, rejects = upsert(conn, entity, store, batch, poison)
     assert written == len(batch) - 1
@@ -224,7 +223,7 @@ def test_a_lone_surrogate_in_a_jsonb_value_rejects_only_its_row(
     def poison(index: int, row: Row) -> Row:
         if index != 4:
             return row
-        return (*row[:2], JsonText('{"s": "lone \ud800"}'), *row[3:])
+        return (*row[:2], '{"s": "lone \ud800"}', *row[3:])
 
     written, rejects = upsert(conn, entity, store, batch, poison)
     assert written == len(batch) - 1

@@ -1,9 +1,12 @@
-"""From a stored value (what `syncd.columns.converters` produced) to its text in a COPY line.
+"""How a stored value is written as PostgreSQL input text, and how COPY escapes it.
 
 One pure function per column type (the registry in `syncd.columns.types` says which
-serves which type). Only text and jsonb can hold the characters COPY treats
-specially (backslash, tab, newline, carriage return); everything else formats to
-plain ASCII. NULL (`\\N`) is the caller's: a formatter never sees None.
+serves which type) writes a converted value (what `syncd.columns.converters`
+produced) as the text PostgreSQL reads back exactly: the value's cell
+(`syncd.columns.cells`). Each type's converter reads its cells back as the same
+value. Only text and jsonb cells can hold the characters COPY treats specially
+(backslash, tab, newline, carriage return): `escape` is for those. NULL (`\\N` in
+COPY) is the caller's: a writer never sees None.
 """
 
 from __future__ import annotations
@@ -12,21 +15,22 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-Formatter = Callable[[Any], str]
+Writer = Callable[[Any], str]
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
-def text(value: Any) -> str:
-    """Any value's str, with COPY's special characters escaped."""
-    written = str(value)
+def escape(cell: str) -> str:
+    """A text or jsonb cell as it goes in a COPY line."""
     # Most values hold no special character: searching is far cheaper than translating.
-    return written.translate(_ESCAPES) if _SPECIAL.search(written) else written
+    return cell.translate(_ESCAPES) if _SPECIAL.search(cell) else cell
 
 
 def boolean(value: Any) -> str:
-    return "t" if value else "f"
+    # Spelled out: the boolean converter reads its own cells back (keys and versions
+    # are compared as values; see syncd.db.store).
+    return "true" if value else "false"
 
 
 def iso(value: Any) -> str:
@@ -35,9 +39,9 @@ def iso(value: Any) -> str:
 
 
 def jsonb(value: Any) -> str:
-    # The row builder hands jsonb values over as JSON text already (converters.JsonText).
-    return text(value.text)
+    # The converter hands jsonb values over as JSON text already (converters.JsonText).
+    return str(value.text)
 
 
-plain: Formatter = str  # int, Decimal, a canonical UUID: nothing to escape
-exact_float: Formatter = repr  # the shortest text that reads back as the same double
+plain: Writer = str  # text, int, Decimal, a canonical UUID
+exact_float: Writer = repr  # the shortest text that reads back as the same double

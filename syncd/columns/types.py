@@ -6,8 +6,12 @@ The one place a type is described (docs/configuration.md lists them for users):
   and ALTER TABLE ADD COLUMN;
 * `canonical`: how PostgreSQL's format_type() reports it, which is what an existing
   table's column is checked against;
-* `converter`: from a JSON value to the Python value stored (`syncd.columns.converters`);
-* `copy_format`: from that value to its COPY text (`syncd.columns.copy_formats`);
+* `converter`: from a JSON value to the Python value stored (`syncd.columns.converters`):
+  what is accepted, what is rejected and why;
+* `write`: from that value to its cell, the text PostgreSQL reads back exactly
+  (`syncd.columns.copy_formats`); `cell` goes from the JSON value to the cell in one
+  step, by a `shortcut` where there is one (`syncd.columns.cells`);
+* `escaped`: whether a cell can hold COPY's special characters (text and jsonb);
 * `version_rank`: None unless its values order like versions, so that it can be an
   entity's `version_column`; then its place when the configuration lists the types
   a version column may have (timestamps first: the usual choice).
@@ -23,18 +27,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from syncd.columns import converters, copy_formats
+from syncd.columns import cells, converters, copy_formats
+from syncd.columns.cells import Cell
 from syncd.columns.converters import Converter
-from syncd.columns.copy_formats import Formatter
+from syncd.columns.copy_formats import Writer
 
 
 @dataclass(frozen=True)
 class ColumnType:
     name: str
     make_converter: Callable[[ZoneInfo], Converter]  # given the source's time zone
-    copy_format: Formatter
+    write: Writer
     reported_as: str | None = None  # None: format_type() says `name`
     version_rank: int | None = None
+    escaped: bool = False
+    shortcut: Callable[[Converter], Cell] | None = None  # given the converter
 
     @property
     def sql(self) -> str:
@@ -51,6 +58,14 @@ class ColumnType:
         without an offset is read in `tz` (the source's time zone)."""
         return self.make_converter(tz)
 
+    def cell(self, tz: ZoneInfo) -> Cell:
+        """The function that turns a JSON value (not None) into this column's cell,
+        accepting and rejecting exactly what `converter(tz)` does."""
+        convert = self.make_converter(tz)
+        if self.shortcut is not None:
+            return self.shortcut(convert)
+        return cells.written(convert, self.write)
+
 
 def _in_any_zone(converter: Converter) -> Callable[[ZoneInfo], Converter]:
     """For a type whose values do not depend on the source's time zone."""
@@ -58,7 +73,7 @@ def _in_any_zone(converter: Converter) -> Callable[[ZoneInfo], Converter]:
 
 
 _REGISTRY = (
-    ColumnType("text", _in_any_zone(converters.to_text), copy_formats.text),
+    ColumnType("text", _in_any_zone(converters.to_text), copy_formats.plain, escaped=True),
     ColumnType(
         "integer",
         _in_any_zone(converters.integer_within(converters.INT4)),
@@ -86,6 +101,7 @@ _REGISTRY = (
         copy_formats.iso,
         reported_as="timestamp without time zone",
         version_rank=1,
+        shortcut=cells.timestamp_cell,
     ),
     ColumnType(
         "timestamptz",
@@ -93,9 +109,10 @@ _REGISTRY = (
         copy_formats.iso,
         reported_as="timestamp with time zone",
         version_rank=0,
+        shortcut=cells.timestamptz_cell,
     ),
     ColumnType("uuid", _in_any_zone(converters.to_uuid), copy_formats.plain),
-    ColumnType("jsonb", _in_any_zone(converters.to_jsonb), copy_formats.jsonb),
+    ColumnType("jsonb", _in_any_zone(converters.to_jsonb), copy_formats.jsonb, escaped=True),
 )
 
 BY_NAME: Mapping[str, ColumnType] = {kind.name: kind for kind in _REGISTRY}

@@ -1,4 +1,4 @@
-"""What the database layer stores: a row of typed column values, and a record refused.
+"""What the database layer stores: a row of cells, and a record refused.
 
 They live here, below the code that builds them (`syncd.sync.records`) and above
 none of it, so that the store, the COPY formatter and the run log need nothing
@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-Row = tuple[Any, ...]  # one value per column, in the entity's column order
+# One cell per column, in the entity's column order: the text PostgreSQL reads as the
+# column's value (`syncd.columns.cells`), or None for NULL.
+Row = tuple[str | None, ...]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from psycopg2 import errors, sql
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
+from syncd.columns.types import column_type
 from syncd.config.model import Entity
 from syncd.db.connection import describe_db_error, is_data_error
 from syncd.db.copytext import CopyFormatter
@@ -61,9 +62,21 @@ class EntityStore:
         self.entity = entity
         columns = entity_columns(entity)
         names = [name for name, _ in columns]
+        types = dict(columns)
+        tz = entity.source.timezone
+        # Cells are text: keys are compared as their typed values (rows are locked in
+        # key order, the order PostgreSQL sorts them in), versions likewise.
         self.key_index = [names.index(key) for key in entity.primary_key]
+        self.key_values = [
+            (names.index(key), column_type(types[key]).converter(tz)) for key in entity.primary_key
+        ]
         self.version_index = (
             names.index(entity.version_column) if entity.version_column is not None else None
+        )
+        self.version_value = (
+            column_type(types[entity.version_column]).converter(tz)
+            if entity.version_column is not None
+            else None
         )
         self.statement = _upsert_statement(entity, schema, names)
         # No casts: INSERT ... VALUES coerces each value to its column's type, and
@@ -89,7 +102,8 @@ class EntityStore:
         self.formatter = CopyFormatter([col_type for _, col_type in columns])
 
     def key_of(self, row: Row) -> tuple[Any, ...]:
-        return tuple(row[i] for i in self.key_index)
+        """The row's primary key, as typed values (a key cell is never NULL)."""
+        return tuple(value(row[i]) for i, value in self.key_values)
 
     def dedupe(self, pairs: Sequence[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
         """One row per key (ON CONFLICT cannot touch a row twice in one statement).
@@ -97,11 +111,10 @@ class EntityStore:
         The later record wins, unless its version is older than the earlier one's.
         Returned in key order."""
         chosen: dict[tuple[Any, ...], tuple[Any, Row]] = {}
-        version = self.version_index
         for pair in pairs:
             key = self.key_of(pair[1])
             held = chosen.get(key)
-            if held is not None and version is not None and _older(pair[1], held[1], version):
+            if held is not None and self._older(pair[1], held[1]):
                 continue
             chosen[key] = pair
         # In key order: every writer (syncs, pushes, other instances) then locks rows
@@ -110,6 +123,16 @@ class EntityStore:
             return [chosen[key] for key in sorted(chosen)]
         except TypeError:  # keys that do not compare (never for one column type)
             return list(chosen.values())
+
+    def _older(self, candidate: Row, held: Row) -> bool:
+        """Whether `candidate` is an older version than `held` (of the same key): only
+        asked when a key comes twice, so only then are versions read as values."""
+        if self.version_index is None or self.version_value is None:
+            return False
+        new, old = candidate[self.version_index], held[self.version_index]
+        if new is None or old is None:
+            return new is None and old is not None
+        return bool(self.version_value(new) < self.version_value(old))
 
     def upsert(self, cur: Cursor, pairs: Sequence[tuple[Any, Row]]) -> Upserted:
         """Upsert (record, row) pairs; `record` is kept only to reject it if need be."""
@@ -203,13 +226,6 @@ def _staging_name(schema: str, table: str) -> str:
     bytes (a truncated name could be shared by two long table names)."""
     digest = hashlib.sha1(f"{schema}.{table}".encode()).hexdigest()[:10]
     return f"syncd_stage_{table[:30]}_{digest}"
-
-
-def _older(candidate: Row, held: Row, version_index: int) -> bool:
-    new, old = candidate[version_index], held[version_index]
-    if new is None or old is None:
-        return new is None and old is not None
-    return bool(new < old)
 
 
 def _changed(entity: Entity, stored: str, incoming: str, others: list[str]) -> sql.Composed:

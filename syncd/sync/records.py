@@ -1,12 +1,12 @@
-"""From a source record (decoded JSON) to a row of typed column values.
+"""From a source record (decoded JSON) to a row of cells, the text PostgreSQL reads.
 
 A record that cannot be stored becomes a `Reject` with the reason, naming the
 field; the rest of its page is unaffected. The rules (docs/configuration.md):
 
 * an absent field, or a dotted path through a null object, is NULL;
 * a missing or null primary-key field rejects the record;
-* each value is converted by its column's type (`syncd.columns.types`, whose
-  converters, in `syncd.columns.converters`, say what each type accepts).
+* each value becomes its column's cell (`syncd.columns.types`, `ColumnType.cell`:
+  what each type accepts is its converter's, in `syncd.columns.converters`).
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ class RowBuilder:
     def __init__(self, entity: Entity) -> None:
         tz = entity.source.timezone
         self.keep_raw = entity.keep_raw
-        self.raw = column_type(RAW_COLUMN_TYPE).converter(tz)
-        # (name, top-level key or None, getter for a dotted path, converter, is key)
+        self.raw = column_type(RAW_COLUMN_TYPE).cell(tz)
+        # (name, top-level key or None, getter for a dotted path, cell, is key)
         self.fields = [
             (
                 ".".join(col.field),
                 col.field[0] if len(col.field) == 1 else None,
                 _getter(col.field),
-                column_type(col.type).converter(tz),
+                column_type(col.type).cell(tz),
                 col.name in entity.primary_key,
             )
             for col in entity.columns
@@ -77,21 +77,21 @@ class RowBuilder:
             return Reject(record.text, record.reason)
         if not isinstance(record, dict):
             return Reject(record, f"the record is {describe_value(record)}, not an object")
-        values: list[Any] = []
+        values: list[str | None] = []
         # This loop runs for every field of every record: a plain key is read with
         # the dict's own get (absent and null both give None: both store NULL).
         append = values.append
         lookup = record.get
         name = ""
         try:
-            for name, key, get, convert, is_key in self.fields:
+            for name, key, get, cell, is_key in self.fields:
                 value = lookup(key) if key is not None else get(record)
                 if value is None or value is _ABSENT:
                     if is_key:
                         return Reject(record, f"primary key field {name} is missing or null")
                     append(None)
                 else:
-                    append(convert(value))
+                    append(cell(value))
         except BadValue as bad:
             return Reject(record, f"field {name}: {bad}")
         if self.keep_raw:
