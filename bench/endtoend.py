@@ -25,7 +25,7 @@ What is measured, and why:
 4. **Where the time goes** -- the sync once more in-process into a fresh database,
    with timers around fetch (HTTP + gunzip, JSON decode), the paging anchors, convert
    (RowBuilder.build), upsert (EntityStore.upsert, and inside it each step of the
-   COPY path: formatting, staging table, COPY, INSERT ... SELECT; savepoints;
+   COPY path: formatting, COPY, INSERT ... SELECT; the savepoint with the staging table;
    execute_values for small batches) and commit, and around the hand-over between
    the fetcher thread and the writer: whichever side waits on the other is not the
    bottleneck. `--cprofile` adds a cProfile of both threads (slower; distorts the
@@ -483,7 +483,7 @@ def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
 
 EXPECTED_TIMERS = (
     *("fetch", "json", "anchors", "convert", "fetcher blocked"),
-    *("upsert", "savepoints", "copy path", "copy formatting", "staging table", "COPY"),
+    *("upsert", "savepoints", "copy path", "copy formatting", "COPY"),
     *("INSERT ... SELECT", "commit", "writer waiting"),
 )
 
@@ -565,8 +565,8 @@ class StepCursor:
         self.timers = timers
 
     def _step(self, query: Any) -> str:
-        if query is self.store.create_staging:
-            return "staging table"
+        if query is self.store.savepoint_and_staging:
+            return "savepoints"
         if query is self.store.from_staging:
             return "INSERT ... SELECT"
         if isinstance(query, str) and query.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
@@ -817,12 +817,11 @@ BREAKDOWN_LINES = (
     ("  upsert (EntityStore.upsert)", "upsert"),
     ("    COPY path (EntityStore._copy)", "copy path"),
     ("      formatting (CopyFormatter.text)", "copy formatting"),
-    ("      CREATE TEMP TABLE IF NOT EXISTS", "staging table"),
     ("      COPY", "COPY"),
     ("      INSERT ... SELECT", "INSERT ... SELECT"),
     ("      other", "copy other"),
     ("    execute_values (small batches)", "execute_values"),
-    ("    savepoints", "savepoints"),
+    ("    savepoint (+ staging table: one trip)", "savepoints"),
     ("    dedupe, other", "upsert other"),
     ("  commit", "commit"),
     ("  run log, other", "writer other"),
@@ -837,7 +836,7 @@ def derived(breakdown: Breakdown) -> dict[str, float]:
     s["fetcher other"] = (
         breakdown.wall - s["fetch"] - s["anchors"] - s["convert"] - s["fetcher blocked"]
     )
-    copy_steps = ("copy formatting", "staging table", "COPY", "INSERT ... SELECT")
+    copy_steps = ("copy formatting", "COPY", "INSERT ... SELECT")
     s["copy other"] = s["copy path"] - sum(s[name] for name in copy_steps)
     upsert_steps = ("copy path", "execute_values", "savepoints", "other statements")
     s["upsert other"] = s["upsert"] - sum(s[name] for name in upsert_steps)

@@ -12,6 +12,8 @@ The one place a type is described (docs/configuration.md lists them for users):
   (`syncd.columns.copy_formats`); `cell` goes from the JSON value to the cell in one
   step, by a `shortcut` where there is one (`syncd.columns.cells`);
 * `escaped`: whether a cell can hold COPY's special characters (text and jsonb);
+* `read`: from a cell back to a value that compares as the column's values do (keys
+  are sorted, versions compared), where that is cheaper than the converter;
 * `version_rank`: None unless its values order like versions, so that it can be an
   entity's `version_column`; then its place when the configuration lists the types
   a version column may have (timestamps first: the usual choice).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.columns import cells, converters, copy_formats
@@ -42,6 +45,9 @@ class ColumnType:
     version_rank: int | None = None
     escaped: bool = False
     shortcut: Callable[[Converter], Cell] | None = None  # given the converter
+    # Reads a cell back as a value to compare (keys are sorted, versions compared);
+    # None: the converter, which reads every cell its type writes.
+    read: Callable[[str], Any] | None = None
 
     @property
     def sql(self) -> str:
@@ -64,7 +70,14 @@ class ColumnType:
         convert = self.make_converter(tz)
         if self.shortcut is not None:
             return self.shortcut(convert)
+        if self.write is copy_formats.itself:
+            return convert
         return cells.written(convert, self.write)
+
+    def reader(self, tz: ZoneInfo) -> Callable[[str], Any]:
+        """The function that reads one of this type's cells back as a value that
+        compares as PostgreSQL compares the column's values."""
+        return self.read or self.make_converter(tz)
 
 
 def _in_any_zone(converter: Converter) -> Callable[[ZoneInfo], Converter]:
@@ -73,18 +86,26 @@ def _in_any_zone(converter: Converter) -> Callable[[ZoneInfo], Converter]:
 
 
 _REGISTRY = (
-    ColumnType("text", _in_any_zone(converters.to_text), copy_formats.plain, escaped=True),
+    ColumnType(
+        "text",
+        _in_any_zone(converters.to_text),
+        copy_formats.itself,
+        escaped=True,
+        read=copy_formats.itself,
+    ),
     ColumnType(
         "integer",
         _in_any_zone(converters.integer_within(converters.INT4)),
         copy_formats.plain,
         version_rank=3,
+        read=int,
     ),
     ColumnType(
         "bigint",
         _in_any_zone(converters.integer_within(converters.INT8)),
         copy_formats.plain,
         version_rank=4,
+        read=int,
     ),
     ColumnType("numeric", _in_any_zone(converters.to_numeric), copy_formats.plain, version_rank=5),
     ColumnType(
@@ -111,7 +132,9 @@ _REGISTRY = (
         version_rank=0,
         shortcut=cells.timestamptz_cell,
     ),
-    ColumnType("uuid", _in_any_zone(converters.to_uuid), copy_formats.plain),
+    ColumnType(
+        "uuid", _in_any_zone(converters.to_uuid), copy_formats.itself, read=copy_formats.itself
+    ),
     ColumnType("jsonb", _in_any_zone(converters.to_jsonb), copy_formats.jsonb, escaped=True),
 )
 

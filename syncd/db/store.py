@@ -31,7 +31,7 @@ import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg2
 from psycopg2 import errors, sql
@@ -68,13 +68,13 @@ class EntityStore:
         # key order, the order PostgreSQL sorts them in), versions likewise.
         self.key_index = [names.index(key) for key in entity.primary_key]
         self.key_values = [
-            (names.index(key), column_type(types[key]).converter(tz)) for key in entity.primary_key
+            (names.index(key), column_type(types[key]).reader(tz)) for key in entity.primary_key
         ]
         self.version_index = (
             names.index(entity.version_column) if entity.version_column is not None else None
         )
         self.version_value = (
-            column_type(types[entity.version_column]).converter(tz)
+            column_type(types[entity.version_column]).reader(tz)
             if entity.version_column is not None
             else None
         )
@@ -90,7 +90,10 @@ class EntityStore:
         # The staging table has exactly the entity's columns, in row order, and COPY
         # names them: the table's own column order (a column added later goes last)
         # or a column it has beyond the YAML must not decide where a value lands.
-        self.create_staging = sql.SQL(
+        # The batch's savepoint goes in the same round trip (a round trip costs the
+        # writer a GIL hand-over too); it is not released: the commit does that.
+        self.savepoint_and_staging = sql.SQL(
+            "SAVEPOINT syncd_batch; "
             "SET LOCAL client_min_messages = warning; SET LOCAL enable_hashjoin = off; "
             "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
             "SELECT {} FROM {}.{} WITH NO DATA"
@@ -102,8 +105,9 @@ class EntityStore:
         self.formatter = CopyFormatter([col_type for _, col_type in columns])
 
     def key_of(self, row: Row) -> tuple[Any, ...]:
-        """The row's primary key, as typed values (a key cell is never NULL)."""
-        return tuple(value(row[i]) for i, value in self.key_values)
+        """The row's primary key, as typed values (the row builder rejects a record
+        whose key is missing or null, so a key cell is never None)."""
+        return tuple(value(cast(str, row[i])) for i, value in self.key_values)
 
     def dedupe(self, pairs: Sequence[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
         """One row per key (ON CONFLICT cannot touch a row twice in one statement).
@@ -140,11 +144,10 @@ class EntityStore:
         if not unique:
             return Upserted(0, [])
         rows = [row for _, row in unique]
-        cur.execute("SAVEPOINT syncd_batch")
+        by_copy = len(rows) >= COPY_MIN_ROWS
+        cur.execute(self.savepoint_and_staging if by_copy else "SAVEPOINT syncd_batch")
         try:
-            written = (
-                self._copy(cur, rows) if len(rows) >= COPY_MIN_ROWS else self._execute(cur, rows)
-            )
+            written = self._copy(cur, rows) if by_copy else self._execute(cur, rows)
         except _UNSENDABLE as exc:
             if not _unsendable(exc):
                 raise
@@ -157,7 +160,6 @@ class EntityStore:
                 raise  # the caller rolls back; on a dead connection a ROLLBACK would mask why
             cur.execute("ROLLBACK TO SAVEPOINT syncd_batch")
             return self._row_by_row(cur, unique)
-        cur.execute("RELEASE SAVEPOINT syncd_batch")
         return Upserted(written, [])
 
     def _execute(self, cur: Cursor, rows: list[Row]) -> int:
@@ -167,8 +169,8 @@ class EntityStore:
         return len(returned)
 
     def _copy(self, cur: Cursor, rows: list[Row]) -> int:
-        """COPY into the staging table, then move what changed into the table."""
-        cur.execute(self.create_staging)
+        """COPY into the staging table (made by `savepoint_and_staging`), then move
+        what changed into the table."""
         text = self.formatter.text(rows)
         cur.copy_expert(self.copy_into_staging, io.BytesIO(text), 1 << 20)
         cur.execute(self.from_staging)  # also empties the staging table
