@@ -147,12 +147,13 @@ TIMES = [
 ]
 
 
+@pytest.mark.parametrize("zone", [BERLIN, ZoneInfo("UTC")], ids=str)
 @pytest.mark.parametrize("name", ["timestamptz", "timestamp"])
 def test_a_timestamp_passed_through_stores_what_its_parsed_value_stores(
-    conn: Any, name: str
+    conn: Any, name: str, zone: ZoneInfo
 ) -> None:
     kind = BY_NAME[name]
-    convert, cell = kind.converter(BERLIN), kind.cell(BERLIN)
+    convert, cell = kind.converter(zone), kind.cell(zone)
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'America/New_York'")  # not the source's zone
         cur.execute(sql.SQL("CREATE TEMP TABLE t (how text, v {})").format(sql.SQL(kind.sql)))
@@ -168,17 +169,19 @@ def test_a_timestamp_passed_through_stores_what_its_parsed_value_stores(
     conn.rollback()
 
 
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "UTC"])
 @pytest.mark.parametrize("name", list(DEMO_ENTITIES))
 def test_the_demo_records_store_the_same_as_cells_as_they_did_as_converted_values(
-    conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+    conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, zone: str
 ) -> None:
-    """Every demo record, bad ones among them, in a zone with summer time: the rows of
-    cells (COPY) store exactly what the rows of converted values did (bound
-    parameters), and the same records are rejected for the same reasons."""
-    demo = DemoSource(counts={name: 400}, seed=11, timezone="Europe/Berlin")
+    """Every demo record, bad ones among them, from a source in a zone with summer time
+    and in UTC: the rows of cells (COPY) store exactly what the rows of converted
+    values did (bound parameters), and the same records are rejected for the same
+    reasons."""
+    demo = DemoSource(counts={name: 400}, seed=11, timezone=zone)
     demo.bad_records(name, 10)
     data = demo_config("dbname=unused", "http://127.0.0.1:9", entities=[name])
-    data["source"]["timezone"] = "Europe/Berlin"
+    data["source"]["timezone"] = zone
     data["entities"][name]["keep_raw"] = True
     entity = load_config(write_config(tmp_path, data)).entities[name]
     records = demo.records(name)

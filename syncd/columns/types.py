@@ -44,7 +44,7 @@ class ColumnType:
     reported_as: str | None = None  # None: format_type() says `name`
     version_rank: int | None = None
     escaped: bool = False
-    shortcut: Callable[[Converter], Cell] | None = None  # given the converter
+    shortcut: Callable[[Converter, ZoneInfo], Cell] | None = None  # given the converter
     # Reads a cell back as a value to compare (keys are sorted, versions compared);
     # None: the converter, which reads every cell its type writes.
     read: Callable[[str], Any] | None = None
@@ -69,7 +69,7 @@ class ColumnType:
         accepting and rejecting exactly what `converter(tz)` does."""
         convert = self.make_converter(tz)
         if self.shortcut is not None:
-            return self.shortcut(convert)
+            return self.shortcut(convert, tz)
         if self.write is copy_formats.itself:
             return convert
         return cells.written(convert, self.write)
