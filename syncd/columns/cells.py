@@ -10,14 +10,14 @@ Each type's cell is its converter's value (`syncd.columns.converters`, which dec
 what is accepted and what is rejected, and why) written as PostgreSQL input text.
 One shape is read far cheaper than it is converted: a timestamp written the usual
 way (`YYYY-MM-DD`, `T` or a space, `HH:MM:SS`, up to six decimals), whose every field
-is in range by the pattern alone, is passed through as the source wrote it (with its
-offset for a `timestamptz` column, or `+00:00` added when it has none and the source's
-zone is UTC; without it for a `timestamp` column, whose value is the wall-clock reading
-whatever the offset): 0.3 µs against 2.6 µs to parse it and write it out again. Anything else that pattern does not take (a day past the 28th,
-no offset for a `timestamptz` column, seven decimals, a comma) goes through the
-converter, which accepts or rejects it exactly as before (and places a reading without
-an offset in a zone with summer time as Python's zoneinfo does, which PostgreSQL does
-not always do the same way).
+is in range by the pattern alone, is passed through as the source wrote it: with its
+offset for a `timestamptz` column (or with `+00:00` added when it has none and the
+source's zone is UTC), without it for a `timestamp` column, whose value is the
+wall-clock reading whatever the offset. 0.3 µs against 2.6 µs to parse it and write it
+out again. Anything the pattern does not take (a day past the 28th, seven decimals, a
+comma, a reading without an offset in a zone with summer time) goes through the
+converter, which accepts or rejects it exactly as before, and places a reading in a
+zone with summer time as Python's zoneinfo does (PostgreSQL does not always agree).
 """
 
 from __future__ import annotations
