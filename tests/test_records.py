@@ -151,3 +151,20 @@ def test_uuid_and_fixed_offsets_round_trip() -> None:
     moment = convert("timestamptz", "2024-01-01T00:00:00-05:30")
     assert moment.utcoffset() == -timedelta(hours=5, minutes=30)
     assert moment == datetime(2024, 1, 1, 5, 30, tzinfo=UTC)
+
+
+def test_field_names_with_quotes_and_code_in_them_are_only_ever_names() -> None:
+    """The builder is written out as Python per entity: configured names go in as
+    literals, so a name that looks like code is read as a field, never run."""
+    odd = "x'); raise SystemExit(3); ('"
+    builder = RowBuilder(
+        entity(("id", 'I"d\\', "bigint"), ("t", odd, "text"), ("n", f"{odd}2.\n", "integer"))
+    )
+    record = {'I"d\\': 1, odd: "v", f"{odd}2": {"\n": 5}}
+    assert builder.build(record) == ("1", "v", "5")
+    rejected = builder.build({'I"d\\': 1, odd: {"not": "text"}})
+    assert isinstance(rejected, Reject)
+    assert rejected.reason == f"field {odd}: expected text, got an object"
+    missing = builder.build({odd: "v"})
+    assert isinstance(missing, Reject)
+    assert missing.reason == 'primary key field I"d\\ is missing or null'

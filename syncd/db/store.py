@@ -107,7 +107,10 @@ class EntityStore:
     def key_of(self, row: Row) -> tuple[Any, ...]:
         """The row's primary key, as typed values (the row builder rejects a record
         whose key is missing or null, so a key cell is never None)."""
-        return tuple(value(cast(str, row[i])) for i, value in self.key_values)
+        if len(self.key_values) == 1:  # the usual key: one column, read once per row
+            [(i, read)] = self.key_values
+            return (read(cast(str, row[i])),)
+        return tuple(read(cast(str, row[i])) for i, read in self.key_values)
 
     def dedupe(self, pairs: Sequence[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
         """One row per key (ON CONFLICT cannot touch a row twice in one statement).
