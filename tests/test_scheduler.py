@@ -544,6 +544,16 @@ def test_a_turn_served_elsewhere_moves_the_next_try_to_the_other_cadence() -> No
     assert table.due(26.5, T0) == ["a"]
 
 
+def test_a_loop_that_wakes_late_keeps_the_cadence_only_a_wait_for_a_slot_moves_it() -> None:
+    table = Scheduler({"a": every(60)}, max_concurrent=1)
+    table.start(0.0, T0)
+    assert table.due(0.0, T0) == ["a"]
+    table.finished("a", 1.0, T0, ok=True)
+    assert table.due(61.5, T0) == ["a"]  # woke 1.5 s late, a slot free: no drift
+    table.finished("a", 62.0, T0, ok=True)
+    assert table.sleep_for(62.0, T0) == 58.0
+
+
 def test_entities_due_together_spread_out_over_the_time_their_runs_took() -> None:
     """At start every entity is due at once; with one slot, each run that waited for
     it counts its interval from its actual start, so the next round is spread out

@@ -53,14 +53,6 @@ def test_interval_a_slightly_late_start_does_not_drift_the_schedule() -> None:
     assert IntervalTrigger(timedelta(minutes=1)).next_after(120.0, 120.7) == 180.0
 
 
-def test_interval_a_start_that_waited_for_a_slot_counts_from_the_actual_start() -> None:
-    """More than a second (or a tenth of the interval) late is not a late wake-up but
-    a wait for a slot: the next run is one interval after the actual start."""
-    assert IntervalTrigger(timedelta(minutes=1)).next_after(120.0, 121.5) == 181.5
-    assert IntervalTrigger(timedelta(seconds=2)).next_after(10.0, 10.2) == 12.0
-    assert IntervalTrigger(timedelta(seconds=2)).next_after(10.0, 10.3) == 12.3
-
-
 def test_interval_a_start_an_interval_late_restarts_from_the_actual_start() -> None:
     """After an overrun the interval counts from the catch-up run's start (no burst)."""
     assert IntervalTrigger(timedelta(minutes=1)).next_after(60.0, 150.0) == 210.0

@@ -22,8 +22,9 @@ When an entity runs:
   loop that wakes a little late does not either). An overrun (a run longer than
   the interval) is followed by ONE run at once when it ends, not a burst of the
   missed ones; the interval then counts from that run's start. So does the
-  interval of a run that waited for a free slot (more than a tenth of the
-  interval, at most a second): entities that came due together spread out.
+  interval of a run that had to wait for a free slot: entities that came due
+  together (all of them, at start) spread out over the time their runs took,
+  instead of queueing together again every interval.
 - `at`: at each scheduled time of day (DST: see `syncd.service.triggers`). Once at start
   if its last successful run is older than its most recent scheduled time, or
   there is none (a daily run missed while syncd was down is caught up, once).
@@ -81,6 +82,7 @@ class _Job(ABC):
         self.again = False  # a manual run is pending
         self.removed = False  # dropped by a reload; forgotten when its run ends
         self.last_start: float | None = None  # monotonic
+        self.queued = False  # came due while every slot was taken: waits for one
         self.started_wall: datetime | None = None  # of the current or last run
         self.started_for = Due(manual=True)  # the turn of the current or last run
 
@@ -94,7 +96,7 @@ class _Job(ABC):
     def begin(self, mono: float, wall: datetime) -> None:
         self.claim(mono, wall)
         self.started_for = self.turn(manual=self.again)
-        self.running, self.again = True, False
+        self.running, self.again, self.queued = True, False, False
         self.last_start, self.started_wall = mono, wall
 
     @abstractmethod
@@ -113,7 +115,7 @@ class _Job(ABC):
 
     def take_over(self, old: _Job) -> None:
         """Carry the running state of the job this one replaces."""
-        self.running, self.again = old.running, old.again
+        self.running, self.again, self.queued = old.running, old.again, old.queued
         self.last_start, self.started_wall = old.last_start, old.started_wall
 
     @abstractmethod
@@ -163,8 +165,9 @@ class _IntervalJob(_Job):
         pass  # the interval counts from the actual start, in claim()
 
     def claim(self, mono: float, wall: datetime) -> None:
-        # Called at the start: a manual run ahead of the plan restarts the interval.
-        planned = self.next_mono if self.next_mono <= mono else mono
+        # Called at the start: a manual run ahead of the plan restarts the interval,
+        # and so does a run that waited for a slot (see the module docstring).
+        planned = self.next_mono if self.next_mono <= mono and not self.queued else mono
         self.next_mono = self.trigger.next_after(planned, mono)
 
     def turn(self, manual: bool) -> Due:
@@ -288,6 +291,8 @@ class Scheduler:
             self._due_since.pop(job.name, None)
             job.begin(mono, wall)
             started.append(job.name)
+        for name in self._waiting:
+            self._jobs[name].queued = True
         return started
 
     def finished(self, name: str, mono: float, wall: datetime, ok: bool) -> None:

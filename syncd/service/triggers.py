@@ -27,8 +27,6 @@ from zoneinfo import ZoneInfo
 
 from syncd.config.model import Schedule
 
-ON_TIME_MAX = 1.0  # seconds a run may start after its plan and still keep it
-
 
 @dataclass(frozen=True)
 class IntervalTrigger:
@@ -47,15 +45,12 @@ class IntervalTrigger:
     def next_after(self, planned: float, started: float) -> float:
         """The next fire time after a run planned for `planned` that began at `started`.
 
-        One interval after the planned start when the run began on time (within
-        `ON_TIME_MAX` or a tenth of the interval, whichever is less), so a loop that
-        wakes a little late never drifts the schedule. A run that began later (it
-        waited for a free slot, or followed an overrun) counts its interval from its
-        actual start: missed fire times are never replayed as a burst, and entities
-        that came due together (all of them, at start) spread out over the time
-        their runs took instead of queueing together again every interval."""
-        on_time = min(ON_TIME_MAX, self.seconds / 10)
-        anchor = planned if started - planned <= on_time else started
+        One interval after the planned start, so a loop that wakes a little late
+        never drifts the schedule; a run that began a whole interval or more after
+        its plan (it followed an overrun, or waited that long for a slot) restarts
+        the schedule one interval after its actual start, so missed fire times are
+        never replayed as a burst."""
+        anchor = planned if started - planned < self.seconds else started
         return anchor + self.seconds
 
 
