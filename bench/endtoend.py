@@ -86,7 +86,7 @@ from syncd.config.model import Config, Entity
 from syncd.db.copytext import CopyFormatter
 from syncd.db.rows import Reject, Row
 from syncd.db.schema import entity_columns, migrate
-from syncd.db.store import STATEMENT_ROWS, EntityStore, Upserted
+from syncd.db.store import STATEMENT_ROWS, EntityStore, Prepared, Upserted
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
 from syncd.sync.incremental import Engine
@@ -482,7 +482,7 @@ def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
 # never fired, rather than report a silent zero.
 
 EXPECTED_TIMERS = (
-    *("fetch", "json", "anchors", "convert", "fetcher blocked"),
+    *("fetch", "json", "anchors", "convert", "prepare", "fetcher blocked"),
     *("upsert", "savepoints", "copy path", "copy formatting", "COPY"),
     *("INSERT ... SELECT", "commit", "writer waiting"),
 )
@@ -597,12 +597,15 @@ class TimedStore(EntityStore):
         self.timers = timers
         self.formatter = TimedCopyFormatter([t for _, t in entity_columns(entity)], timers)
 
-    def upsert(self, cur: Any, pairs: Sequence[tuple[Any, Row]]) -> Upserted:
-        steps = cast(Cursor, StepCursor(cur, self, self.timers))
-        return self.timers.timed("upsert", lambda: super(TimedStore, self).upsert(steps, pairs))
+    def prepare(self, pairs: Sequence[tuple[Any, Row]]) -> Prepared:
+        return self.timers.timed("prepare", lambda: super(TimedStore, self).prepare(pairs))
 
-    def _copy(self, cur: Any, rows: list[Row]) -> int:
-        return self.timers.timed("copy path", lambda: super(TimedStore, self)._copy(cur, rows))
+    def write(self, cur: Any, prepared: Prepared) -> Upserted:
+        steps = cast(Cursor, StepCursor(cur, self, self.timers))
+        return self.timers.timed("upsert", lambda: super(TimedStore, self).write(steps, prepared))
+
+    def _copy(self, cur: Any, text: bytes) -> int:
+        return self.timers.timed("copy path", lambda: super(TimedStore, self)._copy(cur, text))
 
     def _execute(self, cur: Any, rows: list[Row]) -> int:
         # execute_values needs the real cursor (it renders SQL against it).
@@ -811,18 +814,19 @@ BREAKDOWN_LINES = (
     ("  fetch: JSON decode", "json"),
     ("  paging anchors (identity of records)", "anchors"),
     ("  convert (RowBuilder.build)", "convert"),
+    ("  prepare: dedupe, COPY text (EntityStore.prepare)", "prepare"),
+    ("    of which COPY text (CopyFormatter.text)", "copy formatting"),
     ("  other: batches, GIL waits", "fetcher other"),
     ("  blocked on a full queue", "fetcher blocked"),
     ("writer thread", ""),
-    ("  upsert (EntityStore.upsert)", "upsert"),
+    ("  upsert (EntityStore.write)", "upsert"),
     ("    COPY path (EntityStore._copy)", "copy path"),
-    ("      formatting (CopyFormatter.text)", "copy formatting"),
     ("      COPY", "COPY"),
     ("      INSERT ... SELECT", "INSERT ... SELECT"),
     ("      other", "copy other"),
     ("    execute_values (small batches)", "execute_values"),
     ("    savepoint (+ staging table: one trip)", "savepoints"),
-    ("    dedupe, other", "upsert other"),
+    ("    other", "upsert other"),
     ("  commit", "commit"),
     ("  run log, other", "writer other"),
     ("  waiting for a page", "writer waiting"),
@@ -834,9 +838,14 @@ def derived(breakdown: Breakdown) -> dict[str, float]:
     s: dict[str, float] = defaultdict(float, breakdown.seconds)
     s["http"] = s["fetch"] - s["json"]
     s["fetcher other"] = (
-        breakdown.wall - s["fetch"] - s["anchors"] - s["convert"] - s["fetcher blocked"]
+        breakdown.wall
+        - s["fetch"]
+        - s["anchors"]
+        - s["convert"]
+        - s["prepare"]
+        - s["fetcher blocked"]
     )
-    copy_steps = ("copy formatting", "COPY", "INSERT ... SELECT")
+    copy_steps = ("COPY", "INSERT ... SELECT")
     s["copy other"] = s["copy path"] - sum(s[name] for name in copy_steps)
     upsert_steps = ("copy path", "execute_values", "savepoints", "other statements")
     s["upsert other"] = s["upsert"] - sum(s[name] for name in upsert_steps)

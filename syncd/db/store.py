@@ -50,6 +50,19 @@ COPY_MIN_ROWS = 100  # batches this large go through COPY
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A batch ready to write (`EntityStore.prepare`): one row per key, in key order,
+    each with its record (kept only to reject it if need be), and the rows as COPY
+    text when the batch goes by COPY."""
+
+    pairs: list[tuple[Any, Row]]
+    copy_text: bytes | None
+    # False: some row cannot even be encoded for PostgreSQL (text that is not UTF-8):
+    # the batch is written row by row, and only that row is rejected.
+    sendable: bool = True
+
+
+@dataclass(frozen=True)
 class Upserted:
     written: int  # rows inserted or changed
     rejects: list[Reject]  # rows PostgreSQL refused
@@ -141,16 +154,36 @@ class EntityStore:
             return new is None and old is not None
         return bool(self.version_value(new) < self.version_value(old))
 
+    def prepare(self, pairs: Sequence[tuple[Any, Row]]) -> Prepared:
+        """The batch ready to write: one row per key, and its COPY text if it goes by
+        COPY. Done where the rows are built (the fetcher's thread), so the writer
+        only talks to PostgreSQL."""
+        unique = self.dedupe(pairs)
+        if len(unique) < COPY_MIN_ROWS:
+            return Prepared(unique, None)
+        try:
+            return Prepared(unique, self.formatter.text([row for _, row in unique]))
+        except UnicodeEncodeError:  # the row builder lets none through: see `write`
+            return Prepared(unique, None, sendable=False)
+
     def upsert(self, cur: Cursor, pairs: Sequence[tuple[Any, Row]]) -> Upserted:
         """Upsert (record, row) pairs; `record` is kept only to reject it if need be."""
-        unique = self.dedupe(pairs)
+        return self.write(cur, self.prepare(pairs))
+
+    def write(self, cur: Cursor, prepared: Prepared) -> Upserted:
+        """Upsert a prepared batch (see `prepare`)."""
+        unique = prepared.pairs
         if not unique:
             return Upserted(0, [])
-        rows = [row for _, row in unique]
-        by_copy = len(rows) >= COPY_MIN_ROWS
+        if not prepared.sendable:
+            return self._row_by_row(cur, unique)
+        by_copy = prepared.copy_text is not None
         cur.execute(self.savepoint_and_staging if by_copy else "SAVEPOINT syncd_batch")
         try:
-            written = self._copy(cur, rows) if by_copy else self._execute(cur, rows)
+            if prepared.copy_text is not None:
+                written = self._copy(cur, prepared.copy_text)
+            else:
+                written = self._execute(cur, [row for _, row in unique])
         except _UNSENDABLE as exc:
             if not _unsendable(exc):
                 raise
@@ -171,10 +204,9 @@ class EntityStore:
         )
         return len(returned)
 
-    def _copy(self, cur: Cursor, rows: list[Row]) -> int:
+    def _copy(self, cur: Cursor, text: bytes) -> int:
         """COPY into the staging table (made by `savepoint_and_staging`), then move
         what changed into the table."""
-        text = self.formatter.text(rows)
         cur.copy_expert(self.copy_into_staging, io.BytesIO(text), 1 << 20)
         cur.execute(self.from_staging)  # also empties the staging table
         return int(cur.rowcount)

@@ -2,9 +2,11 @@
 table, and why it is safe to die at any instant.
 
 Pages come through the drift-safe pager (paging.py), one page ahead in a worker
-thread (prefetch.py); each page is upserted, and committed only once the next one
-arrives, so the last page commits in the same transaction as the span's commit
-hook (`OnCommit`): the incremental watermark, or a preload chunk's progress. A crash
+thread (prefetch.py), which also builds the rows and prepares them for writing (one
+per key, as COPY text: `EntityStore.prepare`), so the writer only talks to
+PostgreSQL. Each page is upserted, and committed only once the next one arrives, so
+the last page commits in the same transaction as the span's commit hook
+(`OnCommit`): the incremental watermark, or a preload chunk's progress. A crash
 leaves either the old mark (the span is read again; upserts are idempotent) or the
 new one with all of its data.
 
@@ -34,7 +36,7 @@ from syncd.db.connection import (
 )
 from syncd.db.rows import Reject, Row
 from syncd.db.runlog import SyncLog
-from syncd.db.store import EntityStore
+from syncd.db.store import EntityStore, Prepared
 from syncd.errors import SourceStopped
 from syncd.metrics import Metrics
 from syncd.sync.locking import LockedSession, RunLocks
@@ -61,9 +63,9 @@ OnPage = Callable[[int], None]
 class Batch:
     """One page, converted: rows ready to write, records that cannot be stored."""
 
-    pairs: list[tuple[Any, Row]] = field(default_factory=list)
+    prepared: Prepared  # one row per key, and its COPY text (EntityStore.prepare)
     rejects: list[Reject] = field(default_factory=list)  # grows with rows PostgreSQL refused
-    fetched: int = 0  # records received, set once converted
+    fetched: int = 0  # records received
     written: int = 0  # set once upserted
 
 
@@ -143,14 +145,15 @@ class SpanWriter:
         def batches() -> Iterator[Batch]:
             try:
                 for records in reader.batches(self.stop.is_set):
-                    batch = Batch(fetched=len(records))
+                    pairs: list[tuple[Any, Row]] = []
+                    rejects: list[Reject] = []
                     for record in records:
                         row = builder.build(record)
                         if isinstance(row, Reject):
-                            batch.rejects.append(row)
+                            rejects.append(row)
                         else:
-                            batch.pairs.append((record, row))
-                    yield batch
+                            pairs.append((record, row))
+                    yield Batch(store.prepare(pairs), rejects, fetched=len(records))
             except SourceStopped:
                 return  # a stop cut the request: the pages before it still commit
 
@@ -158,7 +161,7 @@ class SpanWriter:
         assert run_id is not None
 
         def write(cur: Cursor, batch: Batch) -> None:
-            upserted = store.upsert(cur, batch.pairs)
+            upserted = store.write(cur, batch.prepared)
             batch.written = upserted.written
             batch.rejects.extend(upserted.rejects)
             self.run_log.add_rejects(cur, entity.name, run_id, batch.rejects)
