@@ -3,8 +3,9 @@ that is not complete, one entity at a time, chunk by chunk, beside the increment
 schedule (a preload's lock is its own; see docs/operations.md, "Preload (history
 backfill)").
 
-It looks again after a reload (`wake`), every PRELOAD_RECHECK seconds, and after
-LOCKED_RECHECK seconds when another instance held a preload's lock: planning is done
+It looks at every configured preload after a reload (`wake`) and every
+PRELOAD_RECHECK seconds; a preload whose lock another instance held is looked at
+again every LOCKED_RECHECK seconds (only those: one lock try each). Planning is done
 under that lock, so two instances never plan the same chunk, and when the holder
 dies its preload resumes here from the last chunk it committed, within seconds. It
 stops between pages once `stop` is set.
@@ -13,6 +14,7 @@ stops between pages once `stop` is set.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg2
@@ -67,23 +69,30 @@ class PreloadThread:
             self._thread.join(timeout)
 
     def _work(self) -> None:
+        held: set[str] = set()  # preloads another instance was running at the last look
+        next_full = 0.0  # monotonic: when every configured preload is looked at again
         try:
             while not self._stop.is_set():
-                held_elsewhere = False
+                full = time.monotonic() >= next_full
+                if full:
+                    next_full = time.monotonic() + PRELOAD_RECHECK
                 try:
-                    held_elsewhere = self._pass()
+                    held = self._pass(None if full else held)
                 except psycopg2.Error as exc:  # the database went away: try next time
                     log.warning("preload.pass_failed", error=describe_db_error(exc))
                 except Exception:  # a bug: log it loudly, and keep preloading
                     log.exception("preload.crashed")
-                self._wake.wait(LOCKED_RECHECK if held_elsewhere else PRELOAD_RECHECK)
-                self._wake.clear()
+                wait = LOCKED_RECHECK if held else next_full - time.monotonic()
+                if self._wake.wait(max(0.0, wait)):
+                    self._wake.clear()
+                    next_full = 0.0  # woken (a reload, the stop): look at everything
         finally:
             self._on_exit()
 
-    def _pass(self) -> bool:
-        """One look at every configured preload; True if another instance held one."""
-        held_elsewhere = False
+    def _pass(self, only: set[str] | None) -> set[str]:
+        """One look at every configured preload (or at those in `only`): those another
+        instance was running are returned."""
+        held: set[str] = set()
         runtime = self._runtime()
         assert runtime is not None
         engine = runtime.engine
@@ -97,7 +106,9 @@ class PreloadThread:
         )
         for name, entity in runtime.config.entities.items():
             if self._stop.is_set() or self._runtime() is not runtime:
-                return False  # stopping, or reloaded: the next pass uses the new config
+                return held  # stopping, or reloaded: the next pass uses the new config
+            if only is not None and name not in only:
+                continue
             if not entity.preload.enabled or not _pending(preloader, entity):
                 continue
             self.preloading = name
@@ -105,6 +116,10 @@ class PreloadThread:
                 result = preloader.preload_entity(name)
             finally:
                 self.preloading = None
+            if result.skip_reason is SkipReason.LOCKED:
+                held.add(name)  # looked at again in LOCKED_RECHECK: no line each time
+                log.debug("preload.held_elsewhere", entity=name)
+                continue
             log.info(
                 "preload.pass_done",
                 entity=name,
@@ -113,8 +128,7 @@ class PreloadThread:
                 chunks_total=result.chunks_total,
                 error=result.error,
             )
-            held_elsewhere |= result.skip_reason is SkipReason.LOCKED
-        return held_elsewhere
+        return held
 
 
 def _pending(preloader: Preloader, entity: Entity) -> bool:
