@@ -33,6 +33,10 @@ What is measured, and why:
 5. **execute_values vs COPY** at batch sizes 100, 1000 and 5000 on the same rows:
    syncd's own two paths behind `EntityStore.upsert`, each forced for every batch by
    setting `syncd.db.store.COPY_MIN_ROWS`, to check where its threshold should lie.
+6. **The source side alone**, nothing stored, in this process: the pages fetched and
+   decoded through the drift-safe pager (the source drain), then the same with the
+   rows built and prepared (the read side). Set against the end-to-end rate, they
+   say which side limits it.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ from syncd.db.store import STATEMENT_ROWS, EntityStore, Prepared, Upserted
 from syncd.errors import SyncdError
 from syncd.metrics import Metrics
 from syncd.sync.incremental import Engine
-from syncd.sync.paging import overlap_for
+from syncd.sync.paging import WindowReader, overlap_for
 from syncd.sync.prefetch import Prefetched
 from syncd.sync.records import RowBuilder
 from syncd.sync.source import SourceClient
@@ -463,6 +467,50 @@ def fetch_rows(config: Config) -> list[Row]:
         offset += len(page)
 
 
+@dataclass(frozen=True)
+class Drain:
+    """The source side alone, in this process, nothing stored: how fast the pages can
+    be read (fetched, decoded, paged drift-safely), and how fast they can be made
+    ready for the database (rows built, one per key, COPY text)."""
+
+    records: int
+    fetch_seconds: float  # fetch + decode + paging
+    read_seconds: float  # the same, then rows built and prepared
+
+
+def drain(config: Config) -> Drain:
+    """Both figures of `Drain`, the best of two passes each."""
+    entity = config.entities[ENTITY]
+    client = SourceClient()
+    builder = RowBuilder(entity)
+    store = EntityStore(entity, config.database.schema)
+    assert entity.window.initial_from is not None
+    from_text = entity.window.initial_from.strftime(TIME_FORMAT)
+    to_text = datetime.now(UTC).strftime(TIME_FORMAT)
+
+    def one_pass(prepare: bool) -> tuple[int, float]:
+        reader = WindowReader(
+            lambda offset, limit: client.fetch_page(entity, from_text, to_text, offset, limit),
+            entity.source.page_size,
+        )
+        records = 0
+        started = time.perf_counter()
+        for page in reader.batches(lambda: False):
+            records += len(page)
+            if prepare:
+                pairs: list[tuple[Any, Row]] = []
+                for record in page:
+                    row = builder.build(record)
+                    if not isinstance(row, Reject):
+                        pairs.append((record, row))
+                store.prepare(pairs)
+        return records, time.perf_counter() - started
+
+    fetched = [one_pass(prepare=False) for _ in range(2)]
+    read = [one_pass(prepare=True) for _ in range(2)]
+    return Drain(fetched[0][0], min(t for _, t in fetched), min(t for _, t in read))
+
+
 def ceiling(dsn: str, entity: Entity, rows: list[Row]) -> Ceiling:
     text = CopyFormatter([col_type for _, col_type in entity_columns(entity)]).text(rows)  # untimed
     conn = psycopg2.connect(dsn, application_name="syncd-bench")
@@ -798,6 +846,14 @@ def print_second_pass(second: SecondPass, rows: int) -> None:
     line("CPU, syncd", f"{run.cpu_seconds:.1f} s ({run.cpu_seconds / run.seconds:.0%} of a core)")
 
 
+def print_drain(result: Drain) -> None:
+    print("\n== 6. the source side alone, nothing stored (this process, one thread) ==")
+    print("  (the best of 2 passes each: which side limits the end-to-end rate)")
+    line("records", f"{result.records:,}")
+    line("fetched and decoded (source drain)", rate(result.records, result.fetch_seconds))
+    line("+ rows built and prepared (read side)", rate(result.records, result.read_seconds))
+
+
 def print_ceiling(result: Ceiling) -> None:
     print("\n== 3. ceiling: COPY to TEMP staging + INSERT ... SELECT ... ON CONFLICT, one tx ==")
     print("  (the best of 3 tries, each into a fresh empty table)")
@@ -915,6 +971,7 @@ class Results:
     ceiling: Ceiling
     breakdown: Breakdown
     comparison: list[Comparison]
+    drain: Drain
 
     @property
     def ratio(self) -> float:
@@ -928,9 +985,12 @@ def print_report(results: Results) -> None:
     print_ceiling(results.ceiling)
     print_breakdown(results.breakdown)
     print_comparison(results.comparison)
+    print_drain(results.drain)
     print("\n== summary ==")
     line("records/s end to end", rate(first.rows_fetched, first.seconds))
     line("ceiling", rate(results.ceiling.rows, results.ceiling.total_seconds))
+    line("source drain (fetch, decode)", rate(results.drain.records, results.drain.fetch_seconds))
+    line("read side (+ rows, COPY text)", rate(results.drain.records, results.drain.read_seconds))
     ratio_ok = verdict(results.ratio >= TARGET_RATIO)
     line("share of the ceiling", f"{results.ratio:.1%} (target >= {TARGET_RATIO:.0%}) {ratio_ok}")
     rss_ok = verdict(first.peak_rss_mb < TARGET_RSS_MB)
@@ -990,8 +1050,11 @@ def benchmark(stack: contextlib.ExitStack, args: argparse.Namespace) -> Results:
     step("5. execute_values vs COPY")
     compared = rows[: args.compare_rows] if args.compare_rows else rows
     comparison = compare_batch_sizes(setup.dsn, entity, compared, BATCH_SIZES)
+    del rows, compared
+    step("6. the source side alone")
+    drained = drain(load_config(config_path))
     step("done; cleaning up")
-    return Results(first, rows_in_table, second, ceiling_, breakdown, comparison)
+    return Results(first, rows_in_table, second, ceiling_, breakdown, comparison, drained)
 
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
