@@ -79,17 +79,14 @@ class EntityStore:
         tz = entity.source.timezone
         # Cells are text: keys are compared as their typed values (rows are locked in
         # key order, the order PostgreSQL sorts them in), versions likewise.
-        self.key_index = [names.index(key) for key in entity.primary_key]
         self.key_values = [
             (names.index(key), column_type(types[key]).reader(tz)) for key in entity.primary_key
         ]
-        self.version_index = (
-            names.index(entity.version_column) if entity.version_column is not None else None
-        )
+        version = entity.version_column
         self.version_value = (
-            column_type(types[entity.version_column]).reader(tz)
-            if entity.version_column is not None
-            else None
+            None
+            if version is None
+            else (names.index(version), column_type(types[version]).reader(tz))
         )
         self.statement = _upsert_statement(entity, schema, names)
         # No casts: INSERT ... VALUES coerces each value to its column's type, and
@@ -147,12 +144,13 @@ class EntityStore:
     def _older(self, candidate: Row, held: Row) -> bool:
         """Whether `candidate` is an older version than `held` (of the same key): only
         asked when a key comes twice, so only then are versions read as values."""
-        if self.version_index is None or self.version_value is None:
+        if self.version_value is None:
             return False
-        new, old = candidate[self.version_index], held[self.version_index]
+        i, read = self.version_value
+        new, old = candidate[i], held[i]
         if new is None or old is None:
             return new is None and old is not None
-        return bool(self.version_value(new) < self.version_value(old))
+        return bool(read(new) < read(old))
 
     def prepare(self, pairs: Sequence[tuple[Any, Row]]) -> Prepared:
         """The batch ready to write: one row per key, and its COPY text if it goes by

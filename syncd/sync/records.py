@@ -26,10 +26,7 @@ _ABSENT = object()
 
 
 def _getter(path: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
-    """Reads a dotted path; absent or through null is `_ABSENT`."""
-    if len(path) == 1:
-        key = path[0]
-        return lambda record: record.get(key, _ABSENT)
+    """Reads a dotted path (of two steps or more); absent or through null is `_ABSENT`."""
 
     def get(record: dict[str, Any]) -> Any:
         node: Any = record
