@@ -60,10 +60,11 @@ def decode(text: str | bytes, *, constants: bool = True) -> Any:
     return json.loads(text, parse_float=Number, parse_constant=_refuse_constant, strict=False)
 
 
-# msgspec reads a page about four times faster than the standard library (make bench;
-# the issue that brought it has the figures), and agrees with it on every body it
-# accepts: numbers with fractions still become `Number`s with their spelling, integers
-# stay exact. What it refuses (NaN and Infinity, a raw control character in a string,
+# msgspec reads a page faster than the standard library: 4.0 µs a demo task record
+# against 4.5 (its three floats each go through the Number hook), 1.5 against 6 with
+# one float a record. It agrees with the standard library on every body it accepts:
+# numbers with fractions still become `Number`s with their spelling, integers stay
+# exact. What it refuses (NaN and Infinity, a raw control character in a string,
 # a lone surrogate, an integer too large for it, nesting too deep, bytes that are not
 # UTF-8, a body that is not JSON) goes the standard library's way below, so whatever
 # made it refuse is judged exactly as before: one record's reject, or an invalid body.
